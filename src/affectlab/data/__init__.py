@@ -1,0 +1,1 @@
+"""Label schema, dataset readers, synthetic faces, transforms and samplers."""

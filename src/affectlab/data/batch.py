@@ -1,0 +1,50 @@
+"""The sample and batch contract between datasets, methods and the engine.
+
+``Dataset.__getitem__(i)`` returns a dict (or ``None`` for an unreadable image, which
+:func:`collate` drops and counts):
+
+=============  ===============================  =============================================
+key            value                            missing
+=============  ===============================  =============================================
+``image``      float32 [3, H, W], normalised    (absent for feature datasets)
+``features``   float32 [D] (global) -- cached   (absent for image datasets)
+``expr``       int64 [] index into the label    -1
+               space's expressions; multi-label
+               datasets: float32 [C] of 0/1     -1 entries
+``va``         float32 [2] valence, arousal     NaN
+               in [-1, 1]
+``au``         float32 [K] 1/0 in label-space   -1 entries
+               AU order
+``index``      int64 [] row of ``.labels``
+=============  ===============================  =============================================
+
+A batch is the same dict with a leading batch dimension, plus ``skipped`` (int64 [],
+samples dropped from this batch because their image could not be read).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch.utils.data import default_collate
+
+SAMPLE_KEYS = ("image", "features", "expr", "va", "au", "index")
+
+
+def collate(samples: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
+    """Stack samples into a batch, dropping ``None`` (unreadable) samples and counting them."""
+    kept = [s for s in samples if s is not None]
+    skipped = len(samples) - len(kept)
+    if not kept:
+        return {"skipped": torch.tensor(skipped), "empty": True}
+    batch = default_collate(kept)
+    batch["skipped"] = torch.tensor(skipped)
+    return batch
+
+
+def batch_size(batch: dict[str, Any]) -> int:
+    """Number of samples in a batch (0 for a batch whose samples were all skipped)."""
+    if batch.get("empty"):
+        return 0
+    return int(batch["index"].shape[0])

@@ -1,0 +1,32 @@
+"""Exceptions every affectlab entry point raises for bad input.
+
+The CLI prints an :class:`AffectlabError` as one line (no traceback unless ``--debug``),
+so its message must say what was wrong and what to do.
+"""
+
+from __future__ import annotations
+
+
+class AffectlabError(Exception):
+    """Base class for user-facing errors: the message is shown to the user as is."""
+
+
+class LabelError(AffectlabError, ValueError):
+    """A label value is unknown or out of range for its dataset."""
+
+    def __init__(self, message: str, *, dataset: str | None = None, value=None):
+        super().__init__(message)
+        self.dataset = dataset
+        self.value = value
+
+
+class DatasetError(AffectlabError, ValueError):
+    """A dataset on disk does not match the layout its reader expects."""
+
+
+class ConfigError(AffectlabError, ValueError):
+    """A configuration key, preset or option value is invalid."""
+
+
+class ModelError(AffectlabError, ValueError):
+    """A model, run directory or checkpoint cannot be loaded or used as asked."""
