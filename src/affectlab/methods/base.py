@@ -104,6 +104,16 @@ class Method(nn.Module):
         raise NotImplementedError
 
     # -- helpers the engine uses ------------------------------------------------------
+    def set_training_stats(self, stats: Mapping[str, Any]) -> None:
+        """Receive training-set statistics before training starts.
+
+        The engine passes ``class_counts`` (np.ndarray [C], per expression class),
+        ``au_positive`` / ``au_negative`` (np.ndarray [K], labelled counts per AU) and
+        ``num_samples``. Methods that weight their losses by them store the weights as
+        buffers so the checkpoint keeps them. The default ignores them.
+        """
+        return None
+
     def extra_state(self) -> dict:
         """Anything beyond ``state_dict`` a checkpoint must keep to rebuild the model."""
         return {}
