@@ -1,0 +1,552 @@
+"""Training losses of the four methods, masked for missing labels.
+
+Every loss takes torch tensors with a leading batch dimension and returns a scalar
+tensor. Missing labels follow the schema (expression -1, valence/arousal NaN, AU -1):
+masked entries are selected out before any arithmetic, so they change neither the loss
+nor the gradients, and a batch in which nothing is labelled gives a loss of exactly 0
+that is still connected to the graph (``backward`` works, gradients are 0), never NaN.
+
+The weighting helpers (:func:`class_weights`, :func:`au_pos_weight`,
+:func:`multilabel_pos_weight`) work on label counts or label arrays from the
+training set.
+
+References: CAGE = 001_01df4aa5e26e8a28.txt, SMM-EmotionNet = 002_cc6a0f1ad67f694b.txt,
+AURA = 000_5aac69d6f69fcb70.txt (the papers in ``../shared/seeds``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from affectlab.errors import LabelError
+
+__all__ = [
+    "class_weights",
+    "au_pos_weight",
+    "multilabel_pos_weight",
+    "weighted_cross_entropy",
+    "masked_mse",
+    "ccc_loss",
+    "cage_combined_loss",
+    "cage_va_loss",
+    "weighted_bce",
+    "multilabel_bce",
+    "smm_loss",
+    "vq_loss",
+]
+
+
+# ------------------------------------------------------------------------- helpers
+
+
+def _zero(like: torch.Tensor) -> torch.Tensor:
+    """A 0 scalar that is part of ``like``'s graph (gradients 0, never NaN)."""
+    return like.reshape(-1)[:0].sum()
+
+
+def _prediction(x, name: str, ndim: tuple[int, ...]) -> torch.Tensor:
+    if not torch.is_tensor(x):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if x.ndim not in ndim:
+        shapes = " or ".join({1: "[N]", 2: "[N, C]"}.get(d, f"{d}-D") for d in ndim)
+        raise ValueError(f"{name} must have shape {shapes}, got {tuple(x.shape)}")
+    return x
+
+
+def _target(y, name: str, like: torch.Tensor) -> torch.Tensor:
+    y = torch.as_tensor(y, device=like.device)
+    if y.shape[:1] != like.shape[:1]:
+        raise ValueError(
+            f"{name} must have one row per sample ({like.shape[0]}), got shape {tuple(y.shape)}"
+        )
+    return y
+
+
+def _integer_target(y, name: str, like: torch.Tensor, what: str) -> torch.Tensor:
+    y = _target(y, name, like)
+    if y.is_floating_point():
+        if torch.isnan(y).any():
+            raise LabelError(f"{name} contains NaN; {what} labels are integers and missing ones are -1")
+        if (y != torch.round(y)).any():
+            raise LabelError(f"{name} contains non-integer values; {what} labels are integers")
+    y = y.long()
+    if (y < -1).any():
+        raise LabelError(f"{name} contains {int(y[y < -1][0])}; valid labels are >= 0 and -1 means missing")
+    return y
+
+
+def _binary_target(y, name: str, like: torch.Tensor, what: str) -> torch.Tensor:
+    y = _integer_target(y, name, like, what)
+    if y.shape != like.shape:
+        raise ValueError(f"{name} must have the shape of the logits {tuple(like.shape)}, got {tuple(y.shape)}")
+    if (y > 1).any():
+        raise LabelError(f"{name} contains {int(y[y > 1][0])}; {what} labels are 1, 0 or -1 (missing)")
+    return y
+
+
+def _vector(w, name: str, size: int, like: torch.Tensor) -> torch.Tensor | None:
+    if w is None:
+        return None
+    w = torch.as_tensor(w, dtype=like.dtype, device=like.device)
+    if w.shape != (size,):
+        raise ValueError(f"{name} must have shape [{size}], got {tuple(w.shape)}")
+    if not torch.isfinite(w).all() or (w < 0).any():
+        raise ValueError(f"{name} must be finite and non-negative, got {w.tolist()}")
+    return w
+
+
+def _counts_array(counts, name: str) -> np.ndarray:
+    if isinstance(counts, Mapping):
+        counts = list(counts.values())
+    if torch.is_tensor(counts):
+        counts = counts.detach().cpu().numpy()
+    arr = np.asarray(counts, dtype=np.float64)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D sequence of counts, got shape {arr.shape}")
+    if not np.isfinite(arr).all() or (arr < 0).any():
+        raise ValueError(f"{name} must be finite non-negative counts, got {arr.tolist()}")
+    return arr
+
+
+def _binary_label_matrix(labels, name: str) -> np.ndarray:
+    if torch.is_tensor(labels):
+        labels = labels.detach().cpu().numpy()
+    arr = np.asarray(labels, dtype=np.float64)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must have shape [N, K], got {arr.shape}")
+    if np.isnan(arr).any():
+        raise LabelError(f"{name} contains NaN; labels are 1, 0 or -1 (missing)")
+    if not np.isin(arr, (-1.0, 0.0, 1.0)).all():
+        bad = arr[~np.isin(arr, (-1.0, 0.0, 1.0))][0]
+        raise LabelError(f"{name} contains {bad:g}; labels are 1, 0 or -1 (missing)", value=float(bad))
+    return arr
+
+
+def _neg_over_pos(labels, name: str) -> torch.Tensor:
+    arr = _binary_label_matrix(labels, name)
+    pos = (arr == 1).sum(axis=0).astype(np.float64)
+    neg = (arr == 0).sum(axis=0).astype(np.float64)
+    none = pos == 0
+    if none.any():
+        warnings.warn(
+            f"{name}: column(s) {np.flatnonzero(none).tolist()} have no positive labels; their positive "
+            "weight is set to 1",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    weight = np.divide(neg, pos, out=np.ones_like(neg), where=~none)
+    return torch.tensor(weight, dtype=torch.float32)
+
+
+# ------------------------------------------------------------------------- weights
+
+
+def class_weights(counts: Sequence[float] | Mapping[str, float] | np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Normalised inverse-frequency class weights for a weighted cross-entropy.
+
+    ``w_c = (1 / n_c) / sum_k (1 / n_k)``: the weights of Table 4 of CAGE
+    (001_01df4aa5e26e8a28.txt), which reports them for AffectNet-8 and AffectNet-7. From
+    the official AffectNet training counts (neutral 74874, happiness 134415, sadness
+    25459, surprise 14090, fear 6378, disgust 3803, anger 24882, contempt 3750) this
+    gives the AffectNet-7 column to 4-5 digits and the AffectNet-8 column within 1.5%.
+
+    Parameters
+    ----------
+    counts : sequence, mapping (class -> count, in class order), ndarray or Tensor
+        Training samples per class. A class with count 0 gets weight 0 (it never occurs
+        as a target) and a warning.
+
+    Returns
+    -------
+    Tensor float32 [C], summing to 1.
+
+    Examples
+    --------
+    >>> class_weights([1, 3]).tolist()
+    [0.75, 0.25]
+    """
+    n = _counts_array(counts, "counts")
+    if not (n > 0).any():
+        raise ValueError("counts: every class has count 0; cannot derive class weights")
+    if (n == 0).any():
+        warnings.warn(
+            f"counts: class(es) {np.flatnonzero(n == 0).tolist()} have no samples; their weight is 0",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    inv = np.divide(1.0, n, out=np.zeros_like(n), where=n > 0)
+    return torch.tensor(inv / inv.sum(), dtype=torch.float32)
+
+
+def au_pos_weight(au_labels) -> torch.Tensor:
+    """Positive weight of each AU: negatives / positives (P_i^AU of eq. 4 of 002).
+
+    SMM-EmotionNet (002_cc6a0f1ad67f694b.txt, equation 4): "P_i^AU equals to the
+    number of negative samples divided by the number of positive samples for each AU",
+    computed on the training set. Missing entries (-1) are not counted. An AU with no
+    positive label gets weight 1 (the positive term never fires on such data) and a
+    warning.
+
+    Parameters
+    ----------
+    au_labels : array-like or Tensor [N, K] of 1 / 0 / -1
+
+    Returns
+    -------
+    Tensor float32 [K]
+    """
+    return _neg_over_pos(au_labels, "au_labels")
+
+
+def multilabel_pos_weight(labels) -> torch.Tensor:
+    """Positive weights of a multi-label task (EMOTIC in CAGE): negatives / positives.
+
+    CAGE (001_01df4aa5e26e8a28.txt, section 4.3 and 5.4) sets "the positive weight for
+    each class [to] the inverse of the overall occurrence of a label"; its reference
+    code computes ``(N - count) / count``, i.e. ``1 / frequency - 1``, which is what
+    this returns (same as :func:`au_pos_weight`; -1 entries are not counted).
+
+    Parameters
+    ----------
+    labels : array-like or Tensor [N, C] of 1 / 0 / -1
+
+    Returns
+    -------
+    Tensor float32 [C]
+    """
+    return _neg_over_pos(labels, "labels")
+
+
+# -------------------------------------------------------------------------- losses
+
+
+def weighted_cross_entropy(logits: torch.Tensor, target, weight=None, *, reduction: str = "mean") -> torch.Tensor:
+    """Class-weighted cross-entropy over labelled samples.
+
+    ``L_WeightedCE`` of CAGE (001_01df4aa5e26e8a28.txt, section 4.1, weights of Table 4)
+    and the EXPR loss of SMM-EmotionNet (002_cc6a0f1ad67f694b.txt, equation 5:
+    ``-sum_i P_i y_i log softmax_i``). Samples with target -1 are ignored.
+
+    Parameters
+    ----------
+    logits : Tensor [N, C]
+    target : Tensor or array-like of int [N]
+        Class index; -1 = missing.
+    weight : Tensor or array-like [C], optional
+        Per-class weights (e.g. :func:`class_weights`).
+    reduction : {"mean", "sum"}
+        ``"mean"`` is PyTorch's weighted mean ``sum_n w_{y_n} l_n / sum_n w_{y_n}``
+        (what ``torch.nn.CrossEntropyLoss(weight=...)`` computes, so the scale of the
+        weights does not matter); ``"sum"`` is ``sum_n w_{y_n} l_n``.
+
+    Returns
+    -------
+    Tensor scalar (0 when no sample is labelled).
+    """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    logits = _prediction(logits, "logits", (2,))
+    target = _integer_target(target, "target", logits, "expression")
+    if target.ndim != 1:
+        raise ValueError(f"target must have shape [N], got {tuple(target.shape)}")
+    c = logits.shape[1]
+    if (target >= c).any():
+        raise LabelError(f"target contains class {int(target[target >= c][0])} but logits have {c} classes")
+    weight = _vector(weight, "weight", c, logits)
+    keep = target >= 0
+    if not keep.any():
+        return _zero(logits)
+    per = F.cross_entropy(logits[keep], target[keep], reduction="none")
+    if weight is None:
+        return per.mean() if reduction == "mean" else per.sum()
+    w = weight[target[keep]]
+    total = (w * per).sum()
+    if reduction == "sum":
+        return total
+    denom = w.sum()
+    return total / denom if denom > 0 else _zero(logits)
+
+
+def masked_mse(pred: torch.Tensor, target, *, reduction: str = "mean") -> torch.Tensor:
+    """Mean squared error over the entries whose target is not NaN.
+
+    Parameters
+    ----------
+    pred : Tensor [N] or [N, D]
+    target : Tensor [same shape], NaN = missing
+    reduction : {"mean", "sum", "none"}
+        ``"mean"``: over all labelled entries; ``"sum"``: their sum; ``"none"``: per
+        column [D] (0 for a column with no labels).
+
+    Returns
+    -------
+    Tensor scalar (or [D] for ``"none"``).
+    """
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    pred = _prediction(pred, "pred", (1, 2))
+    target = _target(target, "target", pred).to(pred.dtype)
+    if target.shape != pred.shape:
+        raise ValueError(f"target must have the shape of pred {tuple(pred.shape)}, got {tuple(target.shape)}")
+    keep = ~torch.isnan(target)
+    if reduction == "none":
+        p2 = pred if pred.ndim == 2 else pred[:, None]
+        t2 = target if target.ndim == 2 else target[:, None]
+        k2 = keep if keep.ndim == 2 else keep[:, None]
+        cols = []
+        for j in range(p2.shape[1]):
+            m = k2[:, j]
+            cols.append(((p2[m, j] - t2[m, j]) ** 2).mean() if m.any() else _zero(pred))
+        return torch.stack(cols)
+    if not keep.any():
+        return _zero(pred)
+    sq = (pred[keep] - target[keep]) ** 2
+    return sq.mean() if reduction == "mean" else sq.sum()
+
+
+def ccc_loss(pred: torch.Tensor, target, *, reduction: str = "mean", eps: float = 1e-8) -> torch.Tensor:
+    """``1 - CCC`` per dimension, NaN targets masked per dimension.
+
+    The VA loss of SMM-EmotionNet (002_cc6a0f1ad67f694b.txt, equation 6:
+    ``1 - CCC^V + 1 - CCC^A``, i.e. ``reduction="sum"``) and the ``L_CCC`` term of CAGE
+    (001_01df4aa5e26e8a28.txt, equation 2). CCC uses population (1/N) moments as in
+    :func:`affectlab.metrics.ccc`; the denominator is clamped at ``eps`` so constant
+    predictions on constant targets give a finite loss. A dimension with fewer than two
+    labelled samples has no defined CCC and contributes 0.
+
+    Parameters
+    ----------
+    pred : Tensor [N] or [N, D]
+    target : Tensor [same shape], NaN = missing
+    reduction : {"mean", "sum", "none"}
+        Over the dimensions that have at least two labels (``"none"``: [D], 0 where
+        undefined).
+    eps : float
+
+    Returns
+    -------
+    Tensor scalar (or [D]). Perfect predictions give 0.
+    """
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    pred = _prediction(pred, "pred", (1, 2))
+    target = _target(target, "target", pred).to(pred.dtype)
+    if target.shape != pred.shape:
+        raise ValueError(f"target must have the shape of pred {tuple(pred.shape)}, got {tuple(target.shape)}")
+    p2 = pred if pred.ndim == 2 else pred[:, None]
+    t2 = target if target.ndim == 2 else target[:, None]
+    terms, defined = [], []
+    for j in range(p2.shape[1]):
+        m = ~torch.isnan(t2[:, j])
+        if int(m.sum()) < 2:
+            terms.append(_zero(pred))
+            defined.append(False)
+            continue
+        x, y = p2[m, j], t2[m, j]
+        mx, my = x.mean(), y.mean()
+        vx, vy = ((x - mx) ** 2).mean(), ((y - my) ** 2).mean()
+        cov = ((x - mx) * (y - my)).mean()
+        ccc = 2.0 * cov / (vx + vy + (mx - my) ** 2).clamp_min(eps)
+        terms.append(1.0 - ccc)
+        defined.append(True)
+    stacked = torch.stack(terms)
+    if reduction == "none":
+        return stacked
+    if not any(defined):
+        return _zero(pred)
+    mask = torch.tensor(defined, device=pred.device)
+    return stacked[mask].sum() if reduction == "sum" else stacked[mask].mean()
+
+
+def cage_combined_loss(
+    expr_logits: torch.Tensor,
+    expr_target,
+    va_pred: torch.Tensor,
+    va_target,
+    *,
+    weight=None,
+    alpha: float = 5.0,
+) -> torch.Tensor:
+    """CAGE's combined loss ``L_WeightedCE + alpha * L_MSE`` (equation 1 of 001).
+
+    001_01df4aa5e26e8a28.txt, equation 1, with ``alpha = 5`` (Table 5). The MSE is the
+    mean over all labelled valence/arousal entries (:func:`masked_mse`), the
+    cross-entropy is :func:`weighted_cross_entropy` with the Table 4 weights
+    (:func:`class_weights`).
+
+    Parameters
+    ----------
+    expr_logits : Tensor [N, C]
+    expr_target : int [N], -1 = missing
+    va_pred : Tensor [N, 2]
+    va_target : [N, 2], NaN = missing
+    weight : [C], optional
+    alpha : float
+
+    Returns
+    -------
+    Tensor scalar
+    """
+    return weighted_cross_entropy(expr_logits, expr_target, weight) + alpha * masked_mse(va_pred, va_target)
+
+
+def cage_va_loss(va_pred: torch.Tensor, va_target, *, beta: float = 3.0) -> torch.Tensor:
+    """CAGE's valence-arousal loss ``L_CCC + beta * L_MSE`` (equation 2 of 001).
+
+    001_01df4aa5e26e8a28.txt, equation 2, with ``beta = 3`` (Table 5). As in the
+    authors' reference implementation both terms are summed over the dimensions:
+    ``sum_d (1 - CCC_d) + beta * sum_d MSE_d`` (it writes ``-CCC_v - CCC_a + 3 MSE_v +
+    3 MSE_a``, the same up to the constant 2), each masked for NaN targets.
+
+    Parameters
+    ----------
+    va_pred : Tensor [N, D]
+    va_target : [N, D], NaN = missing
+    beta : float
+
+    Returns
+    -------
+    Tensor scalar (0 for perfect predictions).
+    """
+    return ccc_loss(va_pred, va_target, reduction="sum") + beta * masked_mse(va_pred, va_target, reduction="none").sum()
+
+
+def weighted_bce(logits: torch.Tensor, target, pos_weight=None) -> torch.Tensor:
+    """Positive-weighted binary cross-entropy over labelled entries (eq. 4 of 002).
+
+    SMM-EmotionNet's AU loss (002_cc6a0f1ad67f694b.txt, equation 4):
+    ``-(1/U) sum_i [P_i y_i log sigma(x_i) + (1 - y_i) log(1 - sigma(x_i))]``, averaged
+    here over every labelled (sample, AU) entry; entries with target -1 are left out.
+    Equals ``torch.nn.BCEWithLogitsLoss(pos_weight=P)`` on fully labelled data.
+
+    Parameters
+    ----------
+    logits : Tensor [N, K]
+    target : [N, K] of 1 / 0 / -1
+    pos_weight : [K], optional
+        ``P_i`` (see :func:`au_pos_weight`); default 1.
+
+    Returns
+    -------
+    Tensor scalar (0 when nothing is labelled).
+    """
+    logits = _prediction(logits, "logits", (2,))
+    target = _binary_target(target, "target", logits, "binary")
+    pos_weight = _vector(pos_weight, "pos_weight", logits.shape[1], logits)
+    keep = target >= 0
+    if not keep.any():
+        return _zero(logits)
+    pw = None if pos_weight is None else pos_weight.expand_as(logits)[keep]
+    return F.binary_cross_entropy_with_logits(logits[keep], target[keep].to(logits.dtype), pos_weight=pw)
+
+
+def multilabel_bce(logits: torch.Tensor, target, pos_weight=None) -> torch.Tensor:
+    """Multi-label BCE with positive weights: CAGE's ``L_WeightedBCE`` on EMOTIC.
+
+    001_01df4aa5e26e8a28.txt, section 4.3: "a positive-weighted binary cross-entropy
+    (BCE) loss, where the positive weights are defined as the inverse of the occurrence
+    of each label" (:func:`multilabel_pos_weight`). The same masked computation as
+    :func:`weighted_bce`; -1 entries (unlabelled samples) are left out.
+
+    Parameters
+    ----------
+    logits : Tensor [N, C]
+    target : [N, C] multi-hot 1 / 0, -1 = missing
+    pos_weight : [C], optional
+
+    Returns
+    -------
+    Tensor scalar
+    """
+    return weighted_bce(logits, target, pos_weight)
+
+
+def smm_loss(
+    *,
+    au_logits: torch.Tensor | None = None,
+    au_target=None,
+    expr_logits: torch.Tensor | None = None,
+    expr_target=None,
+    va_pred: torch.Tensor | None = None,
+    va_target=None,
+    au_pos_weight=None,
+    expr_weight=None,
+    return_terms: bool = False,
+):
+    """SMM-EmotionNet's multi-task loss ``L = L^AU + L^EXPR + L^VA`` (eq. 7 of 002).
+
+    002_cc6a0f1ad67f694b.txt, equation 7, an unweighted sum of
+    :func:`weighted_bce` (equation 4), :func:`weighted_cross_entropy` (equation 5) and
+    :func:`ccc_loss` summed over valence and arousal (equation 6). Each term masks its
+    own missing labels, which is how one batch can mix samples from uni-task datasets;
+    a task whose outputs are not given is left out.
+
+    Parameters
+    ----------
+    au_logits, au_target : Tensor [N, K] and 1/0/-1 [N, K], optional
+    expr_logits, expr_target : Tensor [N, C] and int [N] (-1 missing), optional
+    va_pred, va_target : Tensor [N, 2] and float [N, 2] (NaN missing), optional
+    au_pos_weight : [K], optional
+        ``P^AU`` (:func:`au_pos_weight`).
+    expr_weight : [C], optional
+        ``P^EXPR`` (e.g. :func:`class_weights`).
+    return_terms : bool
+        Return ``{"loss", "au", "expr", "va"}`` (present terms only) instead of the total.
+
+    Returns
+    -------
+    Tensor scalar, or dict of Tensors when ``return_terms``.
+    """
+    pairs = {"au": (au_logits, au_target), "expr": (expr_logits, expr_target), "va": (va_pred, va_target)}
+    for name, (out, tgt) in pairs.items():
+        if (out is None) != (tgt is None):
+            raise ValueError(f"smm_loss: {name} outputs and targets must be given together")
+    if all(out is None for out, _ in pairs.values()):
+        raise ValueError("smm_loss: give at least one of au, expr or va outputs with their targets")
+    terms: dict[str, torch.Tensor] = {}
+    if au_logits is not None:
+        terms["au"] = weighted_bce(au_logits, au_target, au_pos_weight)
+    if expr_logits is not None:
+        terms["expr"] = weighted_cross_entropy(expr_logits, expr_target, expr_weight)
+    if va_pred is not None:
+        terms["va"] = ccc_loss(va_pred, va_target, reduction="sum")
+    total = sum(terms.values())
+    if return_terms:
+        return {"loss": total, **terms}
+    return total
+
+
+def vq_loss(z: torch.Tensor, e: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
+    """Vector-quantisation loss ``||sg[z] - e||^2 + beta ||z - sg[e]||^2`` (AURA).
+
+    The archetype (codebook) update term pulls the selected archetypes ``e`` towards
+    the stopped-gradient features; the commitment term pulls the features ``z``
+    towards the stopped-gradient archetypes. AURA (000_5aac69d6f69fcb70.txt, appendix
+    A.2) sets ``beta = 1``. Squared norms are averaged over all elements (the usual
+    VQ-VAE implementation).
+
+    Parameters
+    ----------
+    z : Tensor [N, D]
+        Encoder features.
+    e : Tensor [N, D]
+        The archetype selected for each row of ``z``.
+    beta : float
+        Commitment weight.
+
+    Returns
+    -------
+    Tensor scalar
+    """
+    z = _prediction(z, "z", tuple(range(1, 8)))
+    e = _prediction(e, "e", tuple(range(1, 8)))
+    if z.shape != e.shape:
+        raise ValueError(f"z and e must have the same shape, got {tuple(z.shape)} and {tuple(e.shape)}")
+    return F.mse_loss(e, z.detach()) + beta * F.mse_loss(z, e.detach())
