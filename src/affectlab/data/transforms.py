@@ -1,0 +1,269 @@
+"""Image preprocessing and augmentation presets: face crop, resize, normalise.
+
+Every dataset yields images as ``uint8`` ``H x W x 3`` RGB numpy arrays; a transform
+built by :func:`build_transform` turns one into the ``float32 [3, H, W]`` tensor of the
+sample contract (:mod:`affectlab.data.batch`). Pipelines are made of
+:mod:`torchvision.transforms.v2` operations so they match what the papers used.
+
+Presets
+-------
+``eval``
+    Resize to the backbone's input size, scale to [0, 1], normalise. No randomness.
+``default``
+    A light training preset: small random resized crop, horizontal flip, mild colour
+    jitter and rotation. Safe for every task (none of it changes an expression, its
+    valence/arousal or its AUs).
+``cage``
+    The augmentation list of CAGE (section 4.2 of ``001_01df4aa5e26e8a28``):
+    RandomHorizontalFlip(p=0.5), RandomGrayscale(p=0.01), RandomRotation(10),
+    ColorJitter(0.2, 0.2, 0.2, 0.1), RandomPerspective(0.2, p=0.5), Normalize,
+    RandomErasing(p=0.5, scale=(0.02, 0.2), ratio=(0.3, 3.3), value="random").
+
+With ``train=False`` every preset gives the ``eval`` pipeline, so one config names the
+preset and training and evaluation stay consistent.
+
+Normalisations: ``imagenet`` (torchvision backbones), ``clip`` (open_clip's OpenAI
+mean/std) and ``none`` (values stay in [0, 1]).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from affectlab.errors import ConfigError
+
+#: name -> (mean, std). The CLIP values are open_clip's OPENAI_DATASET_MEAN/STD, copied
+#: so importing this module does not import open_clip (slow); a test checks they agree.
+NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]] | None] = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+    "none": None,
+}
+
+#: Preset names and what they do (shown by ``list_presets`` and in errors).
+PRESETS: dict[str, str] = {
+    "eval": "resize + normalise, no augmentation",
+    "default": "light augmentation: resized crop (scale 0.85-1), flip, mild colour jitter, rotation 5 deg",
+    "cage": "CAGE (001 sec. 4.2): flip, grayscale 1%, rotation 10, colour jitter, perspective 0.2, random erasing",
+}
+
+
+def list_presets() -> list[str]:
+    """Names of the transform presets accepted by :func:`build_transform`."""
+    return list(PRESETS)
+
+
+def list_normalizations() -> list[str]:
+    """Names of the normalisation presets accepted by :func:`build_transform`."""
+    return list(NORMALIZATIONS)
+
+
+def _check_size(size) -> tuple[int, int]:
+    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+        size = (int(size), int(size))
+    try:
+        h, w = (int(s) for s in size)
+    except (TypeError, ValueError):
+        raise ConfigError(f"image size must be an int or (height, width), got {size!r}") from None
+    if h <= 0 or w <= 0:
+        raise ConfigError(f"image size must be positive, got {size!r}")
+    return h, w
+
+
+def to_rgb_uint8(image) -> np.ndarray:
+    """Coerce an image to a contiguous ``uint8`` ``H x W x 3`` RGB array.
+
+    Accepts gray ``H x W``, ``H x W x 1``, RGB ``H x W x 3`` and RGBA ``H x W x 4``
+    (alpha dropped). Gray images are replicated to three channels, so gray datasets
+    (CK+, FER2013) feed RGB backbones unchanged.
+
+    Raises
+    ------
+    ConfigError
+        For other shapes or dtypes (the message says which).
+    """
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        raise ConfigError(
+            f"expected a uint8 image (0-255) as datasets produce, got dtype {arr.dtype} with shape {arr.shape}"
+        )
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4) or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ConfigError(f"expected an H x W (gray) or H x W x 1/3/4 image, got shape {arr.shape}")
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    elif arr.shape[2] == 4:
+        arr = arr[:, :, :3]
+    return np.ascontiguousarray(arr)
+
+
+def crop_face(image, box: Sequence[float], margin: float = 0.2, square: bool = True) -> np.ndarray:
+    """Crop a face box from an image, enlarged by ``margin`` on each side.
+
+    Parameters
+    ----------
+    image : ndarray
+        ``H x W`` or ``H x W x C`` array.
+    box : sequence of 4 floats
+        ``(x, y, w, h)`` in pixels, top-left corner and size (AffectNet's ``face_x,
+        face_y, face_width, face_height``).
+    margin : float
+        Fraction of the box size added on every side (0.2 -> the crop is 1.4x the box).
+    square : bool
+        Grow the shorter side so the crop is square (faces keep their aspect ratio when
+        resized to a square backbone input).
+
+    Returns
+    -------
+    ndarray
+        The crop. Parts outside the image are padded with zeros (black) so the face
+        stays centred.
+    """
+    arr = np.asarray(image)
+    if arr.ndim not in (2, 3):
+        raise ConfigError(f"expected an H x W or H x W x C image, got shape {arr.shape}")
+    try:
+        x, y, w, h = (float(v) for v in box)
+    except (TypeError, ValueError):
+        raise ConfigError(f"face box must be (x, y, width, height), got {box!r}") from None
+    if not all(np.isfinite([x, y, w, h])) or w <= 0 or h <= 0:
+        raise ConfigError(f"face box must have finite values and positive width/height, got {box!r}")
+    if margin < 0:
+        raise ConfigError(f"face crop margin must be >= 0, got {margin}")
+    cx, cy = x + w / 2, y + h / 2
+    cw, ch = w * (1 + 2 * margin), h * (1 + 2 * margin)
+    if square:
+        cw = ch = max(cw, ch)
+    x0, y0 = int(round(cx - cw / 2)), int(round(cy - ch / 2))
+    x1, y1 = x0 + max(1, int(round(cw))), y0 + max(1, int(round(ch)))
+    H, W = arr.shape[:2]
+    out = np.zeros((y1 - y0, x1 - x0) + arr.shape[2:], dtype=arr.dtype)
+    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, W), min(y1, H)
+    if sx1 > sx0 and sy1 > sy0:
+        out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = arr[sy0:sy1, sx0:sx1]
+    return out
+
+
+def _augmentations(preset: str, size: tuple[int, int]) -> tuple[list, list]:
+    """(geometric/colour ops before normalisation, ops after it) for a training preset."""
+    if preset == "eval":
+        return [v2.Resize(size, antialias=True)], []
+    if preset == "default":
+        return [
+            v2.RandomResizedCrop(size, scale=(0.85, 1.0), ratio=(0.9, 1.1), antialias=True),
+            v2.RandomHorizontalFlip(p=0.5),
+            v2.RandomRotation(5),
+            v2.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1),
+        ], []
+    if preset == "cage":
+        return [
+            v2.Resize(size, antialias=True),
+            v2.RandomHorizontalFlip(p=0.5),
+            v2.RandomGrayscale(p=0.01),
+            v2.RandomRotation(10),
+            v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.1),
+            v2.RandomPerspective(distortion_scale=0.2, p=0.5),
+        ], [v2.RandomErasing(p=0.5, scale=(0.02, 0.2), ratio=(0.3, 3.3), value="random")]
+    raise ConfigError(f"unknown transform preset {preset!r}; known presets: {', '.join(PRESETS)}")
+
+
+@dataclass
+class ImageTransform:
+    """A preprocessing pipeline: ``uint8`` HWC RGB array (+ optional face box) -> float32 [3, H, W].
+
+    Call it as ``transform(image)`` or ``transform(image, box=(x, y, w, h))``; with a box
+    the face is cropped (with :attr:`margin`) before the pipeline runs.
+    """
+
+    preset: str
+    size: tuple[int, int]
+    normalize: str
+    train: bool
+    margin: float
+    pipeline: Callable
+
+    def __call__(self, image, box: Sequence[float] | None = None) -> torch.Tensor:
+        arr = to_rgb_uint8(image)
+        if box is not None:
+            arr = crop_face(arr, box, margin=self.margin)
+        tensor = tv_tensors.Image(torch.from_numpy(arr).permute(2, 0, 1))
+        return self.pipeline(tensor).as_subclass(torch.Tensor).contiguous()
+
+    def describe(self) -> dict:
+        """Settings that identify this preprocessing (stored with features and checkpoints)."""
+        return {
+            "preset": self.preset,
+            "size": list(self.size),
+            "normalize": self.normalize,
+            "train": self.train,
+            "margin": self.margin,
+        }
+
+
+def build_transform(
+    preset: str = "eval",
+    size: int | Sequence[int] = 224,
+    normalize: str = "imagenet",
+    train: bool = False,
+    *,
+    margin: float = 0.2,
+) -> ImageTransform:
+    """Build the preprocessing for a backbone.
+
+    Parameters
+    ----------
+    preset : {"eval", "default", "cage"}
+        Augmentation preset (see the module docstring). Ignored (``eval``) when
+        ``train`` is False.
+    size : int or (int, int)
+        The backbone's input size (224 for CLIP ViT-B/16 and MaxViT-T).
+    normalize : {"imagenet", "clip", "none"}
+        Mean/std preset applied after scaling to [0, 1].
+    train : bool
+        Whether to apply the preset's random augmentations.
+    margin : float
+        Face-crop margin used when the transform is called with a ``box``.
+
+    Returns
+    -------
+    ImageTransform
+        Callable ``(image, box=None) -> float32 tensor [3, H, W]``.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown preset or normalisation (the message lists the known names), or
+        an invalid size.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> t = build_transform("cage", 112, "clip", train=True)
+    >>> t(np.zeros((48, 48), np.uint8)).shape
+    torch.Size([3, 112, 112])
+    """
+    if not isinstance(preset, str) or preset not in PRESETS:
+        raise ConfigError(f"unknown transform preset {preset!r}; known presets: {', '.join(PRESETS)}")
+    if not isinstance(normalize, str) or normalize not in NORMALIZATIONS:
+        raise ConfigError(
+            f"unknown normalization {normalize!r}; known normalizations: {', '.join(NORMALIZATIONS)}"
+        )
+    hw = _check_size(size)
+    if not (isinstance(margin, (int, float)) and np.isfinite(margin) and margin >= 0):
+        raise ConfigError(f"face crop margin must be a number >= 0, got {margin!r}")
+    before, after = _augmentations(preset if train else "eval", hw)
+    ops = [*before, v2.ToDtype(torch.float32, scale=True)]
+    stats = NORMALIZATIONS[normalize]
+    if stats is not None:
+        ops.append(v2.Normalize(mean=list(stats[0]), std=list(stats[1])))
+    ops.extend(after)
+    return ImageTransform(
+        preset=preset, size=hw, normalize=normalize, train=bool(train), margin=float(margin), pipeline=v2.Compose(ops)
+    )
