@@ -1,0 +1,7 @@
+"""One reader per dataset format; importing this package registers them all.
+
+Each module registers its reader with :func:`affectlab.data.datasets.register_reader`;
+:func:`affectlab.data.datasets.load_dataset` picks one by the spec's FORMAT.
+"""
+
+from affectlab.data.readers import imagefolder, manifest  # noqa: F401
