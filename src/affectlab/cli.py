@@ -59,6 +59,38 @@ def _root(
 # Later modules register their commands below, one small function each.
 
 
+data_app = typer.Typer(
+    help="Inspect datasets: validate one and summarise its labels (`affectlab data check --help`).",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("check")
+def data_check_cmd(
+    spec: str = typer.Argument(..., help="Dataset spec FORMAT:PATH[:SPLIT] (or a manifest path); the training split."),
+    spec2: Optional[str] = typer.Argument(None, help="Optional second spec (validation split) to compare with SPEC."),
+    plots: Optional[Path] = typer.Option(None, "--plots", help="Write the analysis figures (PNG) into this folder."),
+    decode: bool = typer.Option(False, "--decode", help="Also decode every image and count unreadable ones (slow)."),
+):
+    """Validate a dataset and print its label statistics.
+
+    Loads SPEC with the format's reader (which checks every annotation line), then prints:
+    size, images missing on disk (dropped), samples per expression class with class weights,
+    missing labels per descriptor, valence/arousal mean/std/median per class, AU prevalence
+    with positive weights, labels per sample for multi-label sets, and with SPEC2 a
+    train-vs-validation comparison. `--plots DIR` writes class distribution, VA circumplex
+    histogram, VA box plots per class, AU prevalence and split comparison figures.
+
+    Example: `affectlab data check ckplus:../shared/data/ckplus48 --plots ck_plots`, or
+    `affectlab data check affectnet:/data/AffectNet:train affectnet:/data/AffectNet:val`.
+    """
+    from affectlab.data.check import check_dataset, render_report
+
+    render_report(check_dataset(spec, spec2, plots=plots, decode=decode))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Console-script entry point: run the app and turn expected errors into one line."""
     from affectlab.errors import AffectlabError
