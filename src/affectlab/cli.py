@@ -59,6 +59,144 @@ def _root(
 # Later modules register their commands below, one small function each.
 
 
+@app.command("synth")
+def synth_cmd(
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (created; must be empty unless --overwrite)."),
+    n: int = typer.Option(0, "--n", help="Number of still images (may be 0 with --sequences)."),
+    size: int = typer.Option(112, "--size", help="Image side in pixels (>= 32)."),
+    seed: int = typer.Option(0, "--seed", help="Seed: same seed, byte-identical data; identities s<seed>-<k>."),
+    subjects: Optional[int] = typer.Option(None, "--subjects", help="Number of identities (default: n/10)."),
+    label_noise: float = typer.Option(0.0, "--label-noise", help="Fraction of expression labels flipped (0-1)."),
+    drop_labels: float = typer.Option(0.0, "--drop-labels", help="Chance each descriptor of a sample is dropped (0-1)."),
+    keep: str = typer.Option("expr,va,au", "--keep", help="Descriptors to write: comma list of expr, va, au."),
+    sequences: int = typer.Option(0, "--sequences", help="Number of video clips (onset-apex-offset)."),
+    frames: int = typer.Option(0, "--frames", help="Frames per clip."),
+    expressions: Optional[str] = typer.Option(None, "--expressions", help="Comma list of classes (default all 8)."),
+    image_format: str = typer.Option("jpg", "--format", help="jpg (quality 95, fast) or png (lossless)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a previous synthetic set in --out."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+):
+    """Make a synthetic face dataset with complete ground truth (expression, VA, 16 AUs).
+
+    Faces are drawn from action-unit intensities (EMFACS prototypes: happiness 6+12,
+    sadness 1+4+15, ...), with varied identities, pose, lighting, backgrounds and
+    occlusions. Writes images and `OUT/labels.csv` (manifest format: path, subject,
+    expression, valence, arousal, AU<k> presence (intensity >= 1), AU<k>_intensity).
+
+    Examples: `affectlab synth --out demo --n 2000`;
+    noisy labels: `affectlab synth --out noisy --n 2000 --label-noise 0.2`;
+    an expression-only set: `affectlab synth --out expr_only --n 1000 --keep expr --seed 1`;
+    video clips: `affectlab synth --out clips --sequences 20 --frames 60`.
+    """
+    from affectlab.data.synth import generate
+
+    df = generate(
+        out, n, size=size, seed=seed, subjects=subjects, label_noise=label_noise, drop_labels=drop_labels,
+        keep=keep, sequences=sequences, frames=frames, expressions=expressions, image_format=image_format,
+        overwrite=overwrite, progress=not quiet,
+    )
+    console.print(
+        f"[green]{len(df)} images of {df['subject'].nunique()} subjects written to {out}[/green] "
+        f"(labels: {out / 'labels.csv'})",
+        highlight=False,
+    )
+
+
+@app.command("train")
+def train_cmd(
+    method: Optional[str] = typer.Option(None, "--method", "-m", help="Method name: baseline, aura, cage, smm, vavae."),
+    train: Optional[List[str]] = typer.Option(
+        None, "--train", help="Training data spec (FORMAT:PATH[:SPLIT]); repeat for several sets."
+    ),
+    val: Optional[List[str]] = typer.Option(
+        None, "--val", help="Validation data spec. Default: a subject-disjoint 10% of --train."
+    ),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory to write."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Preset name (baseline, ...) or YAML file."),
+    backbone: Optional[str] = typer.Option(None, "--backbone", help="Backbone, e.g. builtin:cnn-small."),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help="Descriptors to learn, e.g. expr,va,au."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Number of epochs."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Batch size per process."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (same seed, same result on the CPU)."),
+    sets: Optional[List[str]] = typer.Option(
+        None, "--set", help="Override any config or method key: --set weight_decay=0.05 --set hidden=32."
+    ),
+    devices: Optional[str] = typer.Option(None, "--devices", help="Devices (processes) per node, or 'auto'."),
+    num_nodes: Optional[int] = typer.Option(None, "--num-nodes", min=1, help="Number of nodes (DDP)."),
+    strategy: Optional[str] = typer.Option(None, "--strategy", help="Lightning strategy: auto, ddp, ..."),
+    accelerator: Optional[str] = typer.Option(None, "--accelerator", help="cpu, gpu or auto."),
+    num_workers: Optional[int] = typer.Option(None, "--num-workers", min=0, help="DataLoader workers per process."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the interrupted run in this directory."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+):
+    """Train a method and write a run directory (config.yaml, model.ckpt, metrics.json, log.csv).
+
+    Example: `affectlab train --method baseline --preset baseline --train manifest:synth/labels.csv
+    --out runs/base --epochs 5`. Multi-GPU: add `--devices 8 --num-nodes 4 --strategy ddp`.
+    Continue an interrupted run: `affectlab train --resume runs/base`.
+    """
+    from affectlab.train.engine import run_training
+
+    dev = None if devices is None else (int(devices) if devices.isdigit() else devices)
+    result = run_training(
+        method=method, train_specs=train, val_specs=val, out=out, preset=preset, resume=resume,
+        sets=sets or (), progress=not quiet, backbone=backbone, tasks=tasks, epochs=epochs,
+        batch_size=batch_size, lr=lr, seed=seed, devices=dev, num_nodes=num_nodes, strategy=strategy,
+        accelerator=accelerator, num_workers=num_workers,
+    )
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    if getattr(rank_zero_only, "rank", 0) == 0:
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if isinstance(v, float))
+        console.print(
+            f"[green]run written to {result.run_dir}[/green]: best epoch {result.best_epoch} "
+            f"({result.monitor} {result.monitor_value:.4f}); {shown}",
+            highlight=False,
+        )
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    model: Path = typer.Option(..., "--model", help="Run directory or model file."),
+    data: str = typer.Option(..., "--data", help="Dataset spec, e.g. rafdb:/data/RAF-DB:test."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metrics as JSON here."),
+    predictions: Optional[Path] = typer.Option(
+        None, "--predictions", help="Write per-sample predictions (.csv or .parquet)."
+    ),
+    per_class: bool = typer.Option(False, "--per-class", help="Per-class / per-AU rows and a confusion-matrix PNG."),
+    plots: Optional[Path] = typer.Option(None, "--plots", help="Folder for plots (default: next to --json, or .)."),
+    protocol: Optional[str] = typer.Option(None, "--protocol", help="abaw: add the ABAW multi-task score abaw_mtl."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Evaluation batch size."),
+    num_workers: int = typer.Option(0, "--num-workers", min=0, help="DataLoader workers."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+):
+    """Evaluate a trained model on a dataset with the metrics of DESIGN.md.
+
+    Metrics cover the descriptors the model and the data share (classes and AUs matched
+    by name). Example: `affectlab evaluate --model runs/base --data manifest:test/labels.csv
+    --json test.json --per-class --plots plots/`.
+    """
+    from rich.table import Table
+
+    from affectlab.train.engine import metrics_rows, run_evaluation
+
+    result = run_evaluation(
+        model, data, json_out=json_out, predictions_out=predictions, plots=plots, per_class=per_class,
+        protocol=protocol, batch_size=batch_size, num_workers=num_workers, progress=not quiet,
+    )
+    table = Table(title=f"{data} ({len(result.predictions)} samples)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in metrics_rows(result.metrics, per_class=per_class):
+        table.add_row(name, value)
+    Console().print(table)
+    for kind, path in result.files.items():
+        console.print(f"{kind}: {path}", highlight=False)
+    if result.skipped:
+        console.print(f"[yellow]{result.skipped} unreadable images skipped[/yellow]")
+
+
 data_app = typer.Typer(
     help="Inspect datasets: validate one and summarise its labels (`affectlab data check --help`).",
     no_args_is_help=True,

@@ -37,6 +37,7 @@ AU26    jaw drops: mouth opens, chin and face lengthen
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Mapping
 
 import cv2
@@ -118,14 +119,14 @@ class _Canvas:
         self.k = size * scale
         c, s = np.cos(theta), np.sin(theta)
         # rows are images of the x and y unit vectors, times pixels per unit
-        self.A = self.k * np.array([[c, s], [-s, c]])
-        self.b = np.array([size * (0.5 + dx), size * (0.5 + dy)])
+        # fixed-point map: pixels * 2**shift, +0.5 so the int cast rounds
+        self.A = self.k * _ONE * np.array([[c, s], [-s, c]])
+        self.b = np.array([size * (0.5 + dx), size * (0.5 + dy)]) * _ONE + 0.5
         self.thin = max(1, int(round(size / 110)))
 
     def px(self, pts: np.ndarray) -> np.ndarray:
         """Face-frame points (N, 2) -> fixed-point pixel coordinates (N, 2) int32."""
-        p = np.asarray(pts, dtype=np.float64) @ self.A + self.b
-        return np.round(p * _ONE).astype(np.int32)
+        return (np.asarray(pts, dtype=np.float64) @ self.A + self.b).astype(np.int32)
 
     def fill(self, pts, color, *more) -> None:
         polys = [self.px(pts)] + [self.px(m) for m in more]
@@ -145,7 +146,32 @@ class _Canvas:
 
 
 def _col(c) -> tuple:
-    return tuple(float(min(255.0, max(0.0, v))) for v in c)
+    # OpenCV saturates colour scalars to the image depth, so no clipping is needed
+    return tuple(c.tolist()) if isinstance(c, np.ndarray) else tuple(c)
+
+
+def _xy(x, y) -> np.ndarray:
+    """Points (N, 2) from x and y coordinates (a scalar broadcasts)."""
+    n = np.size(x) if np.ndim(x) else np.size(y)
+    out = np.empty((n, 2))
+    out[:, 0] = x
+    out[:, 1] = y
+    return out
+
+
+@lru_cache(maxsize=64)
+def _unit(n: int) -> np.ndarray:
+    return np.linspace(0.0, 1.0, n)
+
+
+def _lin(a: float, b: float, n: int) -> np.ndarray:
+    """``np.linspace(a, b, n)`` from a cached grid (linspace itself is slow per call)."""
+    return a + (b - a) * _unit(n)
+
+
+def _cat(*parts) -> np.ndarray:
+    """Points of several polylines joined into one polygon."""
+    return np.concatenate([np.asarray(q, dtype=np.float64).reshape(-1, 2) for q in parts])
 
 
 def _mix(a, b, t: float) -> np.ndarray:
@@ -161,7 +187,7 @@ def _shade(skin, depth: float) -> np.ndarray:
 
 def _lagrange3(p0, p1, p2, t1: float, n: int) -> np.ndarray:
     """n points of the quadratic through p0 (t=0), p1 (t=t1) and p2 (t=1)."""
-    t = np.linspace(0.0, 1.0, n)[:, None]
+    t = _lin(0.0, 1.0, n)[:, None]
     p0, p1, p2 = (np.asarray(p, dtype=np.float64) for p in (p0, p1, p2))
     l0 = (t - t1) * (t - 1) / (t1)
     l1 = t * (t - 1) / (t1 * (t1 - 1))
@@ -178,27 +204,40 @@ def _mirror(pts: np.ndarray, side: int) -> np.ndarray:
     return out
 
 
+@lru_cache(maxsize=16)
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates in [-0.5, 0.5] as a row and a column (float32)."""
+    lin = np.linspace(-0.5, 0.5, size, dtype=np.float32)
+    return lin[None, :], lin[:, None]
+
+
 def _background(p: FaceParams) -> np.ndarray:
     size = p.size
     bg = p.background
     c0 = np.asarray(bg["colors"][0], dtype=np.float32)
     c1 = np.asarray(bg["colors"][1], dtype=np.float32)
     a = float(bg.get("angle", 0.0))
-    lin = np.linspace(-0.5, 0.5, size, dtype=np.float32)
-    t = np.clip(0.5 + np.cos(a) * lin[None, :] + np.sin(a) * lin[:, None], 0, 1)
-    img = c0 + t[..., None] * (c1 - c0)
     kind = bg.get("texture", "none")
-    amp = float(bg.get("texture_amp", 0.0))
+    amp = np.float32(bg.get("texture_amp", 0.0))
+    # the gradient is linear, so it is drawn on a coarse grid and resized: far cheaper
+    # than evaluating it per pixel; the blob texture shares that coarse grid
+    cells = max(2, int(bg.get("period", 6))) if kind == "blobs" else 4
+    gx, gy = _grid(cells)
+    t = np.clip(0.5 + np.float32(np.cos(a)) * gx + np.float32(np.sin(a)) * gy, 0, 1)
+    low = c0 + t[..., None] * (c1 - c0)
     if kind == "blobs" and amp > 0:
-        rng = np.random.default_rng([p.seed, 7])
-        cells = max(2, int(bg.get("period", 6)))
-        low = rng.standard_normal((cells, cells, 3)).astype(np.float32)
-        img += amp * cv2.resize(low, (size, size), interpolation=cv2.INTER_CUBIC)
-    elif kind == "stripes" and amp > 0:
+        o = (p.seed >> 8) % (_NOISE_SIDE - cells)
+        low += amp * _noise_bank()[o : o + cells, (p.seed >> 3) % (_NOISE_SIDE - cells) :][:, :cells]
+    interp = cv2.INTER_CUBIC if kind == "blobs" else cv2.INTER_LINEAR
+    img = cv2.resize(np.ascontiguousarray(low), (size, size), interpolation=interp)
+    if kind == "stripes" and amp > 0:
         period = max(3.0, float(bg.get("period", 10)))
-        stripe = np.sin(2 * np.pi * (np.cos(a + 1.0) * lin[None, :] + np.sin(a + 1.0) * lin[:, None]) * size / period)
+        gx, gy = _grid(size)
+        freq = np.float32(2 * np.pi * size / period)
+        stripe = np.sin(freq * (np.float32(np.cos(a + 1.0)) * gx + np.float32(np.sin(a + 1.0)) * gy))
         img += amp * stripe[..., None]
-    return np.clip(img, 0, 255).astype(np.uint8)
+    np.clip(img, 0, 255, out=img)
+    return img.astype(np.uint8)
 
 
 def render_face(params: FaceParams) -> np.ndarray:
@@ -253,9 +292,9 @@ def _draw_face(cv: _Canvas, p: FaceParams) -> None:
 
     # hair behind the head, neck, ears
     if idn["hair_style"] == 2:
-        th = np.linspace(np.pi * 0.9, np.pi * 2.1, 40)
-        back = np.c_[1.18 * W * np.cos(th), 1.12 * Hu * np.sin(th)]
-        back = np.r_[back, [[1.2 * W, Hl * 0.9], [-1.2 * W, Hl * 0.9]]]
+        th = _lin(np.pi * 0.9, np.pi * 2.1, 40)
+        back = _xy(1.18 * W * np.cos(th), 1.12 * Hu * np.sin(th))
+        back = _cat(back, [[1.2 * W, Hl * 0.9], [-1.2 * W, Hl * 0.9]])
         cv.fill(back, hair * 0.85)
     neck_w = W * idn["neck_w"]
     cv.fill(np.array([[-neck_w, 0.1], [neck_w, 0.1], [neck_w * 1.1, 0.7], [-neck_w * 1.1, 0.7]]), skin * 0.82)
@@ -265,11 +304,11 @@ def _draw_face(cv: _Canvas, p: FaceParams) -> None:
         cv.ellipse((side * W * 0.97, 0.0), (0.035, 0.06), skin * 0.9)
 
     # face outline: ellipse halves with a tapered jaw
-    th = np.linspace(0, 2 * np.pi, 73)[:-1]
+    th = _lin(0, 2 * np.pi, 73)[:-1]
     st = np.sin(th)
     x = W * np.cos(th) * (1 - idn["jaw_taper"] * np.clip(st, 0, None) ** 2)
     y = np.where(st > 0, Hl, Hu) * st
-    cv.fill(np.c_[x, y], skin)
+    cv.fill(_xy(x, y), skin)
 
     ex, ey, ew = idn["eye_dx"], idn["eye_y"], idn["eye_w"]
     mouth_y, mw = idn["mouth_y"], idn["mouth_w"]
@@ -287,13 +326,13 @@ def _draw_face(cv: _Canvas, p: FaceParams) -> None:
         yj = brow_base - 0.045 - 0.016 * j
         n1 = n(1)
         if n1 > 0.02:
-            xs = np.linspace(-0.06, 0.06, 9)
-            cv.line(np.c_[xs, yj - 0.02 * n1 + 0.008 * (xs / 0.06) ** 2], _shade(skin, 0.8 * n1))
+            xs = _lin(-0.06, 0.06, 9)
+            cv.line(_xy(xs, yj - 0.02 * n1 + 0.008 * (xs / 0.06) ** 2), _shade(skin, 0.8 * n1))
         for side in (-1, 1):
             n2 = n(2, side)
             if n2 > 0.02:
-                xs = np.linspace(ex - 0.02, ex + 0.07, 9)
-                pts = np.c_[xs, yj - 0.02 * n2 + 0.01 * ((xs - ex - 0.02) / 0.05) ** 2]
+                xs = _lin(ex - 0.02, ex + 0.07, 9)
+                pts = _xy(xs, yj - 0.02 * n2 + 0.01 * ((xs - ex - 0.02) / 0.05) ** 2)
                 cv.line(_mirror(pts, side), _shade(skin, 0.8 * n2))
     # glabellar furrows (AU4)
     n4 = n(4)
@@ -319,23 +358,23 @@ def _draw_face(cv: _Canvas, p: FaceParams) -> None:
     if n9 > 0.02:
         for j in range(3):
             yj = ey + 0.015 + 0.012 * j
-            xs = np.linspace(-0.03, 0.03, 7)
-            cv.line(np.c_[xs, yj + 0.006 * (xs / 0.03) ** 2], _shade(skin, 0.9 * n9))
+            xs = _lin(-0.03, 0.03, 7)
+            cv.line(_xy(xs, yj + 0.006 * (xs / 0.03) ** 2), _shade(skin, 0.9 * n9))
 
     _draw_mouth(cv, idn, n, skin, mouth_y, mw, nw, ny)
 
     # hair cap with its hairline
     if idn["hair_style"] in (1, 2):
-        th = np.linspace(np.pi + 0.12, 2 * np.pi - 0.12, 40)
-        outer = np.c_[1.06 * W * np.cos(th), 1.08 * Hu * np.sin(th)]
+        th = _lin(np.pi + 0.12, 2 * np.pi - 0.12, 40)
+        outer = _xy(1.06 * W * np.cos(th), 1.08 * Hu * np.sin(th))
         hl = idn["hairline"]
-        xs = np.linspace(outer[-1, 0], outer[0, 0], 24)
+        xs = _lin(outer[-1, 0], outer[0, 0], 24)
         temple = 0.3 * Hu * np.clip((np.abs(xs) / W - 0.7) / 0.35, 0, 1) ** 2
         line = -hl + idn["hair_dip"] * (1 - (xs / W) ** 2) + temple
         # keep the hairline inside the cap's outline so the polygon never folds over
         arc = -1.08 * Hu * np.sqrt(np.clip(1 - (xs / (1.06 * W)) ** 2, 0, 1))
-        inner = np.c_[xs, np.maximum(line, arc + 0.004)]
-        cv.fill(np.r_[outer, inner], hair)
+        inner = _xy(xs, np.maximum(line, arc + 0.004))
+        cv.fill(_cat(outer, inner), hair)
 
 
 def _draw_eye(cv: _Canvas, p: FaceParams, idn: dict, side: int, n, skin) -> None:
@@ -345,7 +384,7 @@ def _draw_eye(cv: _Canvas, p: FaceParams, idn: dict, side: int, n, skin) -> None
     hu = idn["lid_up"] * (1 + 1.0 * n5 - 0.3 * n7 - 0.15 * n6 - 0.15 * n4)
     hl = idn["lid_low"] * (1 - 0.55 * n7 - 0.45 * n6 + 0.15 * n5)
     hu, hl = max(hu, 0.15 * r), max(hl, 0.1 * r)
-    xs = np.linspace(-ew, ew, 21)
+    xs = _lin(-ew, ew, 21)
     u = np.clip(1 - (xs / ew) ** 2, 0, 1)
     upper = -hu * u ** 0.75
     lower = hl * u ** (0.9 - 0.5 * n7)  # AU7 straightens the lower lid
@@ -354,29 +393,29 @@ def _draw_eye(cv: _Canvas, p: FaceParams, idn: dict, side: int, n, skin) -> None
     def put(pts):
         return _mirror(pts + centre, side)
 
-    sclera = np.r_[np.c_[xs, upper], np.c_[xs[::-1], lower[::-1]]]
+    sclera = _cat(_xy(xs, upper), _xy(xs[::-1], lower[::-1]))
     cv.fill(put(sclera), (238, 236, 230))
 
     # iris and pupil clipped to the lids: clamp the disc's y between the lid curves
     gaze = idn["gaze"] * ew
-    th = np.linspace(0, 2 * np.pi, 25)[:-1]
+    th = _lin(0, 2 * np.pi, 25)[:-1]
     for rad, col in ((r, idn["iris"]), (r * 0.45, (20, 15, 15))):
         cx = np.clip(gaze + rad * np.cos(th), -ew, ew)
         cy = rad * np.sin(th) + 0.1 * r
         uu = np.clip(1 - (cx / ew) ** 2, 0, 1)
         lo_y, hi_y = -hu * uu ** 0.75, hl * uu ** (0.9 - 0.5 * n7)
-        cv.fill(put(np.c_[cx, np.clip(cy, lo_y, hi_y)]), col)
+        cv.fill(put(_xy(cx, np.clip(cy, lo_y, hi_y))), col)
 
     lash = _shade(skin, 1.0) * 0.5
-    cv.line(put(np.c_[xs, upper]), lash, cv.thin + (1 if cv.size >= 96 else 0))
-    cv.line(put(np.c_[xs, lower]), _shade(skin, 0.45 + 0.4 * n7))
+    cv.line(put(_xy(xs, upper)), lash, cv.thin + (1 if cv.size >= 96 else 0))
+    cv.line(put(_xy(xs, lower)), _shade(skin, 0.45 + 0.4 * n7))
     # lid crease above the upper lid; AU5 pulls the lid up into the orbit
     crease = upper - 0.016 * (1 - 0.6 * n5) - 0.004
-    cv.line(put(np.c_[xs[3:-2], crease[3:-2]]), _shade(skin, 0.3))
+    cv.line(put(_xy(xs[3:-2], crease[3:-2])), _shade(skin, 0.3))
     # lower-lid bulge and crow's feet (AU6, AU7)
     bag = max(n6, 0.6 * n7)
     if bag > 0.02:
-        cv.line(put(np.c_[xs[4:-2] * 0.9, lower[4:-2] + 0.013]), _shade(skin, 0.7 * bag))
+        cv.line(put(_xy(xs[4:-2] * 0.9, lower[4:-2] + 0.013)), _shade(skin, 0.7 * bag))
     if n6 > 0.02:
         o = np.array([ew + 0.01, 0.0])
         for a in (-0.45, 0.0, 0.45):
@@ -392,9 +431,9 @@ def _draw_brow(cv: _Canvas, idn: dict, side: int, n, skin, hair) -> None:
     peak = (ex + 0.15 * ew, base - idn["brow_arch"] - 0.022 * n1 - 0.04 * n2 + 0.016 * n4 + 0.008 * n9)
     outer = (ex + ew * 1.3, base + 0.012 - 0.042 * n2 + 0.006 * n4)
     mid = _lagrange3(inner, peak, outer, 0.5, 12)
-    t = np.linspace(0, 1, 12)
+    t = _lin(0, 1, 12)
     half = idn["brow_thick"] * (1.0 - 0.55 * t) * (1 + 0.2 * n4) / 2
-    poly = np.r_[np.c_[mid[:, 0], mid[:, 1] - half], np.c_[mid[::-1, 0], mid[::-1, 1] + half[::-1]]]
+    poly = _cat(_xy(mid[:, 0], mid[:, 1] - half), _xy(mid[::-1, 0], mid[::-1, 1] + half[::-1]))
     cv.fill(_mirror(poly, side), _mix(hair * 0.8, skin, 0.15))
 
 
@@ -415,7 +454,7 @@ def _draw_mouth(cv: _Canvas, idn: dict, n, skin, mouth_y: float, mw: float, nw: 
     tu = idn["lip_up"] * thin
     tl = idn["lip_low"] * thin * (1 + 0.25 * n16 + 0.1 * n17)
 
-    t = np.linspace(-1, 1, 25)
+    t = _lin(-1, 1, 25)
     (cxl, cyl), (cxr, cyr) = corners[-1], corners[1]
     x = np.where(t < 0, t * cxl, t * cxr)
     cy = cyl * (1 - t) / 2 + cyr * (1 + t) / 2
@@ -444,26 +483,26 @@ def _draw_mouth(cv: _Canvas, idn: dict, n, skin, mouth_y: float, mw: float, nw: 
                     _shade(skin, 0.8 * n15))
     # chin boss (AU17) and the mentolabial sulcus
     chin_y = il + tl + 0.03 - 0.01 * n17
-    xs = np.linspace(-mw * 0.55, mw * 0.55, 9)
-    cv.line(np.c_[xs, chin_y - 0.01 * (1 - (xs / (mw * 0.55)) ** 2)], _shade(skin, 0.2 + 0.6 * n17))
+    xs = _lin(-mw * 0.55, mw * 0.55, 9)
+    cv.line(_xy(xs, chin_y - 0.01 * (1 - (xs / (mw * 0.55)) ** 2)), _shade(skin, 0.2 + 0.6 * n17))
 
     if il - iu > 0.002:
-        cv.fill(np.r_[np.c_[x, in_up], np.c_[x[::-1], in_lo[::-1]]], (70, 20, 25))
+        cv.fill(_cat(_xy(x, in_up), _xy(x[::-1], in_lo[::-1])), (70, 20, 25))
         # upper teeth, and lower teeth when AU16 pulls the lower lip down
         span = np.abs(t) < 0.7
         teeth_h = min(0.45 * (il - iu), 0.02)
-        top = np.c_[x[span], in_up[span]]
-        bottom = np.c_[x[span][::-1], np.minimum(in_up[span] + teeth_h * bump[span] ** 0.3, in_lo[span])[::-1]]
-        cv.fill(np.r_[top, bottom], (236, 232, 218))
+        top = _xy(x[span], in_up[span])
+        bottom = _xy(x[span][::-1], np.minimum(in_up[span] + teeth_h * bump[span] ** 0.3, in_lo[span])[::-1])
+        cv.fill(_cat(top, bottom), (236, 232, 218))
         low_h = min(0.6 * (il - iu), 0.02) * min(1.0, 3 * n16)
         if low_h > 0.001:
-            bottom = np.c_[x[span][::-1], in_lo[span][::-1]]
-            top = np.c_[x[span], np.maximum(in_lo[span] - low_h * bump[span] ** 0.3, in_up[span])]
-            cv.fill(np.r_[top, bottom], (225, 220, 205))
+            bottom = _xy(x[span][::-1], in_lo[span][::-1])
+            top = _xy(x[span], np.maximum(in_lo[span] - low_h * bump[span] ** 0.3, in_up[span]))
+            cv.fill(_cat(top, bottom), (225, 220, 205))
     lip = np.asarray(idn["lip"], dtype=np.float64)
-    cv.fill(np.r_[np.c_[x, out_up], np.c_[x[::-1], in_up[::-1]]], lip)
-    cv.fill(np.r_[np.c_[x, in_lo], np.c_[x[::-1], out_lo[::-1]]], lip * 1.06)
-    cv.line(np.c_[x, in_up], lip * 0.55)
+    cv.fill(_cat(_xy(x, out_up), _xy(x[::-1], in_up[::-1])), lip)
+    cv.fill(_cat(_xy(x, in_lo), _xy(x[::-1], out_lo[::-1])), lip * 1.06)
+    cv.line(_xy(x, in_up), lip * 0.55)
 
 
 def _draw_occlusion(cv: _Canvas, occ: dict) -> None:
@@ -479,18 +518,46 @@ def _draw_occlusion(cv: _Canvas, occ: dict) -> None:
         cv.fill(box, color)
 
 
+_NOISE_SIDE = 512
+
+
+@lru_cache(maxsize=1)
+def _noise_bank() -> np.ndarray:
+    """A fixed field of unit Gaussian noise; each image reads a random window of it.
+
+    Drawing fresh Gaussian noise for every pixel costs more than the whole face, and a
+    window at a random offset (with random flips) is as good for augmentation.
+    """
+    rng = np.random.default_rng(20240611)
+    return rng.standard_normal((_NOISE_SIDE, _NOISE_SIDE, 3), dtype=np.float32)
+
+
 def _finish(img: np.ndarray, p: FaceParams) -> np.ndarray:
     """Blur, lighting gradient, white balance and pixel noise, in one float pass."""
     if p.blur > 0.05:
         img = cv2.GaussianBlur(img, (0, 0), float(p.blur))
     size = img.shape[0]
-    lin = np.linspace(-0.5, 0.5, size, dtype=np.float32)
-    light = p.brightness * (1 + p.light_amp * (np.cos(p.light_angle) * lin[None, :] + np.sin(p.light_angle) * lin[:, None]))
+    gx, gy = _grid(size)
+    la = float(p.light_angle)
+    light = np.float32(p.brightness) * (
+        1 + np.float32(p.light_amp) * (np.float32(np.cos(la)) * gx + np.float32(np.sin(la)) * gy)
+    )
     gain = light[..., None] * np.asarray(p.tint, dtype=np.float32)
-    out = img.astype(np.float32) * gain
+    out = img.astype(np.float32)
+    out *= gain
     if p.noise > 0:
-        rng = np.random.default_rng([p.seed, 11])
-        out += rng.standard_normal(out.shape, dtype=np.float32) * np.float32(p.noise)
+        bank = _noise_bank()
+        reps = -(-size // _NOISE_SIDE)
+        if reps > 1:  # larger than the bank: tile it
+            bank = np.tile(bank, (reps, reps, 1))
+        side = bank.shape[0]
+        oy, ox = (p.seed >> 4) % (side - size + 1), (p.seed >> 14) % (side - size + 1)
+        win = bank[oy : oy + size, ox : ox + size]
+        if p.seed & 1:
+            win = win[::-1]
+        if p.seed & 2:
+            win = win[:, ::-1]
+        out += win * np.float32(p.noise)
     np.clip(out, 0, 255, out=out)
     return out.astype(np.uint8)
 
