@@ -1,0 +1,193 @@
+"""``affectlab.analyze``: images, folders and videos to a per-frame, per-face affect table."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from affectlab.analyze.pipeline import Analyzer, RunStats, smoothing_spec
+from affectlab.analyze.table import AffectTable
+from affectlab.errors import ConfigError, ModelError
+
+NO_DEFAULT_MODEL = "no model given and no packaged default model installed; pass --model RUN"
+
+
+def load_predictor(model, *, device: str = "cpu", batch_size: int = 32):
+    """A :class:`~affectlab.predictor.Predictor` from a run directory, model file, packaged
+    name, or an existing predictor; ``None`` means the packaged ``default`` model."""
+    from affectlab.predictor import Predictor, available_packaged_models
+
+    if isinstance(model, Predictor):
+        return model
+    if model is None:
+        if "default" not in available_packaged_models():
+            raise ModelError(NO_DEFAULT_MODEL)
+        model = "default"
+    if not isinstance(model, (str, os.PathLike)):
+        raise ModelError(f"model must be a run directory, a model file, a packaged model name or a Predictor; got {type(model).__name__}")
+    return Predictor.load(model, device=device, batch_size=batch_size)
+
+
+def analyze(
+    inputs: str | os.PathLike | Iterable[str | os.PathLike],
+    model: Any = None,
+    *,
+    detector: Any = "haar",
+    detector_options: Mapping[str, Any] | None = None,
+    every: int = 1,
+    start: float | None = None,
+    end: float | None = None,
+    smooth: float | str | Mapping[str, float] | None = None,
+    batch_size: int = 32,
+    out: str | os.PathLike | None = None,
+    video_out: str | os.PathLike | None = None,
+    report: str | os.PathLike | None = None,
+    progress: bool = True,
+    device: str = "cpu",
+    keep: bool = True,
+    raise_on_failure: bool = False,
+) -> AffectTable:
+    """Analyse faces in images, folders, glob patterns and videos.
+
+    Every frame (every ``every``-th of a video) gives one row per detected face with its
+    box, expression probabilities, valence, arousal and AU probabilities (whatever the
+    model predicts); a frame without a face gives one row with ``face = -1``. Faces keep
+    a stable id within each video (IoU tracking).
+
+    Parameters
+    ----------
+    inputs : path, glob pattern, or a list of them
+        Image files, folders (searched recursively), glob patterns (``"clips/*.mp4"``)
+        and video files (mp4, avi, mov, mkv, webm), in any mix.
+    model : str, path or Predictor, optional
+        A run directory, a ``model.ckpt``, a packaged model name, or a
+        :class:`~affectlab.predictor.Predictor`. ``None``: the packaged default model.
+    detector : str or callable
+        ``"haar"`` (OpenCV cascades, default), ``"none"`` (the whole image is the face),
+        any name added with :func:`~affectlab.analyze.detectors.register_detector`, or
+        a callable ``image -> [N, 5]``.
+    detector_options : dict, optional
+        Keyword options of the detector factory (e.g. ``{"min_face": 0.05}``).
+    every : int
+        Analyse one video frame in ``every``.
+    start, end : float, optional
+        Time window of the videos, in seconds.
+    smooth : float, "auto" or dict, optional
+        Temporal smoothing (equation 9 of the SMM-EmotionNet paper) per face track;
+        ``"auto"`` uses the mu stored with the model (none stored: no smoothing, with a
+        warning); a dict gives one mu per task (``expr``, ``va``, ``au``).
+    batch_size : int
+        Face crops per forward pass.
+    out : path, optional
+        Also write the table to ``.csv``, ``.parquet`` or ``.json``, row chunk by row
+        chunk (a failure or Ctrl-C leaves a valid file with every row computed so far).
+    video_out : path, optional
+        Annotated copy of each video (boxes, top expression, circumplex, top AUs).
+    report : path, optional
+        Folder for the HTML reports (one page per video, one for the images, an index).
+    progress : bool
+        Show a progress bar per input.
+    device : str
+        Where the model runs.
+    keep : bool
+        Keep the rows in memory and return them (``False`` for very long runs that only
+        write ``out``: the returned table is then empty).
+    raise_on_failure : bool
+        Raise :class:`~affectlab.errors.AffectlabError` after the run if any input
+        failed, instead of only warning.
+
+    Returns
+    -------
+    AffectTable
+        The rows (a pandas DataFrame subclass); ``table.model_info["failures"]`` lists
+        inputs that could not be fully read and ``table.model_info["stats"]`` the timing.
+
+    Examples
+    --------
+    >>> import affectlab
+    >>> table = affectlab.analyze("session.mp4", model="runs/baseline", every=2)  # doctest: +SKIP
+    >>> table.va.mean()  # doctest: +SKIP
+    """
+    from affectlab.analyze.detectors import create_detector
+    from affectlab.analyze.inputs import check_sampling, expand_inputs, media_kind
+    from affectlab.analyze.sinks import CollectSink, OverlaySink, ReportSink, TableSink
+    from affectlab.analyze.writers import table_format
+
+    every, start, end = check_sampling(every, start, end)
+    paths = expand_inputs(inputs)
+    if out is not None:
+        table_format(out)  # fail on a bad extension before any work
+    det = create_detector(detector, **dict(detector_options or {}))
+    predictor = load_predictor(model, device=device, batch_size=batch_size)
+    info = dict(getattr(predictor, "info", {}) or {})
+    mu = smoothing_spec(smooth, info)
+    if isinstance(smooth, str) and smooth.strip().lower() == "auto" and mu is None:
+        warnings.warn("smooth='auto' but the model stores no smoothing mu; predictions are not smoothed", stacklevel=2)
+    analyzer = Analyzer(predictor, det, every=every, start=start, end=end, batch_size=batch_size, smooth=mu)
+    space = predictor.label_space
+    sinks = []
+    collect = CollectSink(analyzer.columns)
+    if keep:
+        sinks.append(collect)
+    if out is not None:
+        sinks.append(TableSink(out, analyzer.columns))
+    overlay = None
+    if video_out is not None:
+        videos = [str(p) for p in paths if media_kind(p) == "video"]
+        if not videos:
+            warnings.warn("video_out is ignored: no video among the inputs", stacklevel=2)
+        else:
+            overlay = OverlaySink(video_out, videos, space.expressions, space.aus, space.va)
+            sinks.append(overlay)
+    reporter = None
+    if report is not None:
+        reporter = ReportSink(report, space.expressions, space.aus, analyzer.columns)
+        sinks.append(reporter)
+    stats: RunStats = analyzer.run(paths, sinks, progress=progress)
+    table = AffectTable.from_frame(
+        collect.frame(),
+        space.expressions,
+        space.aus,
+        {
+            "model": str(info.get("path") or repr(predictor)),
+            "detector": detector if isinstance(detector, str) else getattr(detector, "__name__", repr(detector)),
+            "smoothing": mu,
+            "failures": [str(f) for f in stats.failures],
+            "stats": stats.to_dict(),
+            "video_out": {k: str(v) for k, v in overlay.outputs.items()} if overlay else {},
+            "report": {k: str(v) for k, v in reporter.pages.items()} if reporter else {},
+        },
+    )
+    if stats.failures:
+        message = f"{len(stats.failures)} of {stats.inputs} inputs failed: " + "; ".join(map(str, stats.failures[:5]))
+        if raise_on_failure:
+            from affectlab.errors import AffectlabError
+
+            raise AffectlabError(message)
+        warnings.warn(message, stacklevel=2)
+    return table
+
+
+def run_cli(inputs, model, *, out, video_out, report, detector, every, start, end, smooth, batch_size, device, progress=True):
+    """What ``affectlab analyze`` runs: :func:`analyze` that does not keep rows in memory
+    unless nothing is written; returns ``(table_or_None, stats dict)``."""
+    if out is None and video_out is None and report is None:
+        raise ConfigError("nothing to write: pass --out FILE.csv|.parquet|.json, --video-out FILE.mp4 and/or --report DIR")
+    smooth_value = None
+    if smooth is not None:
+        smooth_value = smooth if str(smooth).strip().lower() == "auto" else _parse_mu(smooth)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the CLI prints failures itself
+        table = analyze(inputs, model, detector=detector, every=every, start=start, end=end, smooth=smooth_value,
+                        batch_size=batch_size, out=out, video_out=video_out, report=report, progress=progress,
+                        device=device, keep=False)
+    return table
+
+
+def _parse_mu(text) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--smooth must be a number >= 0 or 'auto', got {text!r}") from None

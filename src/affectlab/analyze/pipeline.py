@@ -1,0 +1,430 @@
+"""The analysis loop: frames -> faces -> tracks -> crops -> model -> table rows -> sinks.
+
+Frames stream from :mod:`affectlab.analyze.inputs`; face crops are batched through the
+model; rows go to *sinks* (the table file, the annotated video, the report, the
+in-memory table) one chunk at a time, so memory stays flat in the video's length and
+everything computed before a failure or a Ctrl-C is kept. A file that cannot be read
+is recorded as a :class:`Failure` and the next input goes on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from affectlab.analyze.detectors import crop_faces
+from affectlab.analyze.inputs import Frame, MediaError, count_frames, iter_frames, media_kind
+from affectlab.analyze.table import table_columns
+from affectlab.analyze.tracking import IoUTracker
+from affectlab.errors import ConfigError
+from affectlab.temporal import OnlineSmoother
+
+STAGES = ("decode", "detect", "crop", "model", "table", "write")
+
+
+@dataclass
+class Failure:
+    """An input that could not be (fully) analysed."""
+
+    input: str
+    reason: str
+    frames_read: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.input}: {self.reason} ({self.frames_read} frames read)"
+
+
+@dataclass
+class RunStats:
+    """What a run did: frames, rows, failures and seconds spent in each stage."""
+
+    frames: int = 0
+    rows: int = 0
+    faces: int = 0
+    inputs: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=lambda: {s: 0.0 for s in STAGES})
+    interrupted: bool = False
+
+    @property
+    def total_seconds(self) -> float:
+        return float(sum(self.seconds.values()))
+
+    @property
+    def fps(self) -> float:
+        t = self.total_seconds
+        return self.frames / t if t > 0 else float("nan")
+
+    def to_dict(self) -> dict:
+        return {
+            "frames": self.frames, "rows": self.rows, "faces": self.faces, "inputs": self.inputs,
+            "failures": [vars(f) for f in self.failures], "seconds": dict(self.seconds),
+            "fps": self.fps, "interrupted": self.interrupted,
+        }
+
+
+class Sink:
+    """Receives the table chunk by chunk. Override what you need."""
+
+    def start_input(self, path: str, kind: str, fps: float | None) -> None:
+        """A new input begins (``kind`` is ``image`` or ``video``; ``fps`` after ``every``)."""
+
+    def write(self, chunk: pd.DataFrame, frames: Sequence[Frame]) -> None:
+        """Rows of ``frames`` (in frame order; the frames' pixels are given for drawing)."""
+
+    def end_input(self, path: str, failure: str | None) -> None:
+        """The input is done; ``failure`` says what went wrong, if anything (its rows were written)."""
+
+    def close(self) -> None:
+        """The run is over (also after an interruption): flush and close files."""
+
+
+def smoothing_spec(mu, info: Mapping | None = None) -> dict[str, float] | None:
+    """Normalise a smoothing request into ``{task: mu}`` for ``expr``, ``va`` and ``au``.
+
+    ``mu`` is ``None`` (no smoothing), a number (every task), a mapping task -> mu, or
+    ``"auto"``: the mapping stored with the model (``info["smoothing"]``, or the
+    ``smoothing`` entry of the run's ``train`` section, as written by
+    ``evaluate --smooth``); ``None`` when the model has none.
+    """
+    if mu is None:
+        return None
+    if isinstance(mu, str) and mu.strip().lower() == "auto":
+        info = dict(info or {})
+        stored = info.get("smoothing") or dict(info.get("train") or {}).get("smoothing")
+        if not stored:
+            return None
+        mu = stored.get("mu", stored) if isinstance(stored, Mapping) else stored
+    if isinstance(mu, Mapping):
+        unknown = set(mu) - {"expr", "va", "au"}
+        if unknown:
+            raise ConfigError(f"smoothing tasks must be among expr, va, au; got {sorted(unknown)}")
+        out = {k: float(v) for k, v in mu.items()}
+    else:
+        try:
+            value = float(mu)
+        except (TypeError, ValueError):
+            raise ConfigError(f"smooth must be a number >= 0, 'auto' or a mapping task -> mu; got {mu!r}") from None
+        out = {"expr": value, "va": value, "au": value}
+    for k, v in out.items():
+        if not np.isfinite(v) or v < 0:
+            raise ConfigError(f"smoothing mu for {k} must be a finite number >= 0, got {v!r}")
+    return out
+
+
+class Analyzer:
+    """Runs detection, tracking, batching, prediction and smoothing over inputs.
+
+    Parameters
+    ----------
+    predictor : affectlab.predictor.Predictor or None
+        The model; ``None`` tabulates faces only (no prediction columns).
+    detector : callable
+        ``detector(image) -> [N, 5]`` (see :mod:`affectlab.analyze.detectors`).
+    every, start, end : sampling of video frames (see :func:`~affectlab.analyze.inputs.iter_video`).
+    batch_size : int
+        Face crops per forward pass.
+    smooth : dict task -> mu, optional
+        Equation 9 per face track and task (see :func:`smoothing_spec`).
+    margin : float
+        Crop margin around each face box (fraction of the box on each side).
+    track_iou, track_max_age : tracker settings (:class:`~affectlab.analyze.tracking.IoUTracker`).
+    """
+
+    def __init__(
+        self,
+        predictor,
+        detector: Callable[[np.ndarray], np.ndarray],
+        *,
+        every: int = 1,
+        start: float | None = None,
+        end: float | None = None,
+        batch_size: int = 32,
+        smooth: Mapping[str, float] | None = None,
+        margin: float = 0.2,
+        track_iou: float = 0.3,
+        track_max_age: int = 10,
+    ):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.predictor = predictor
+        self.detector = detector
+        self.every, self.start, self.end = every, start, end
+        self.batch_size = int(batch_size)
+        self.smooth = dict(smooth) if smooth else None
+        self.margin = float(margin)
+        self.track_iou, self.track_max_age = track_iou, track_max_age
+        space = getattr(predictor, "label_space", None)
+        self.expressions = list(space.expressions) if space is not None else []
+        self.aus = list(space.aus) if space is not None else []
+        self.has_va = bool(space.va) if space is not None else False
+        self.columns = table_columns(self.expressions, self.has_va, self.aus)
+        self.input_size = getattr(predictor, "input_size", None) if predictor is not None else 64
+
+    # -- the loop -----------------------------------------------------------------------
+    def run(self, paths: Sequence[Path], sinks: Sequence[Sink], progress: bool = True) -> RunStats:
+        """Analyse ``paths`` (videos one by one, images together), feeding ``sinks``.
+
+        On ``KeyboardInterrupt`` the rows computed so far are flushed, every sink is
+        closed (files stay valid) and the interrupt propagates.
+        """
+        stats = RunStats()
+        bar = _Progress(progress)
+        self._pending: list[tuple[Frame, np.ndarray, np.ndarray, list]] = []
+        images = [p for p in paths if media_kind(p) == "image"]
+        videos = [p for p in paths if media_kind(p) == "video"]
+        try:
+            with bar:
+                if images:
+                    self._run_images(images, sinks, stats, bar)
+                for path in videos:
+                    self._run_video(path, sinks, stats, bar)
+        except KeyboardInterrupt:
+            stats.interrupted = True
+            self._flush_quietly(sinks, stats)
+            raise
+        finally:
+            for s in sinks:
+                try:
+                    s.close()
+                except Exception:  # noqa: BLE001 - one sink failing must not lose the others
+                    pass
+        return stats
+
+    def _run_video(self, path: Path, sinks, stats: RunStats, bar) -> None:
+        src = str(path)
+        stats.inputs += 1
+        total = count_frames(path, every=self.every, start=self.start, end=self.end)
+        fps = None
+        try:
+            from affectlab.analyze.inputs import probe_video
+
+            fps = probe_video(path).fps / self.every
+        except MediaError:
+            pass
+        for s in sinks:
+            s.start_input(src, "video", fps)
+        task = bar.add(Path(src).name, total)
+        tracker = IoUTracker(self.track_iou, self.track_max_age)
+        smoother = {k: OnlineSmoother(v) for k, v in self.smooth.items()} if self.smooth else None
+        failure = None
+        frames = iter_frames(path, every=self.every, start=self.start, end=self.end)
+        n_read = 0
+        try:
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    frame = next(frames)
+                except StopIteration:
+                    break
+                finally:
+                    stats.seconds["decode"] += time.perf_counter() - t0
+                n_read += 1
+                self._add_frame(frame, tracker, sinks, stats, smoother)
+                bar.advance(task)
+            self._flush(sinks, stats, smoother)
+        except MediaError as exc:
+            self._flush_quietly(sinks, stats, smoother)
+            failure = Failure(src, exc.reason, exc.frames_read)
+        except Exception as exc:  # noqa: BLE001 - any failure of one input: report it, go on
+            self._flush_quietly(sinks, stats, smoother)
+            failure = Failure(src, f"{type(exc).__name__}: {exc}", n_read)
+        finally:
+            frames.close()
+        if failure is not None:
+            stats.failures.append(failure)
+        bar.done(task, failure is not None)
+        for s in sinks:
+            s.end_input(src, None if failure is None else str(failure))
+
+    def _run_images(self, images: Sequence[Path], sinks, stats: RunStats, bar) -> None:
+        task = bar.add(f"{len(images)} images", len(images))
+        smoother = None  # single images have no temporal context
+        for path in images:
+            src = str(path)
+            stats.inputs += 1
+            for s in sinks:
+                s.start_input(src, "image", None)
+            t0 = time.perf_counter()
+            failure = None
+            try:
+                frame = next(iter_frames(path))
+                stats.seconds["decode"] += time.perf_counter() - t0
+                self._add_frame(frame, IoUTracker(self.track_iou, self.track_max_age), sinks, stats, smoother)
+            except MediaError as exc:
+                stats.seconds["decode"] += time.perf_counter() - t0
+                failure = Failure(src, exc.reason, 0)
+            except Exception as exc:  # noqa: BLE001 - report this image, go on with the others
+                failure = Failure(src, f"{type(exc).__name__}: {exc}", 0)
+            if failure is not None:
+                stats.failures.append(failure)
+            bar.advance(task)
+            for s in sinks:
+                s.end_input(src, None if failure is None else str(failure))
+        try:
+            self._flush(sinks, stats, smoother)
+        except Exception as exc:  # noqa: BLE001 - the model failed on the last batch
+            stats.failures.append(Failure(f"{len(self._pending)} images", f"{type(exc).__name__}: {exc}", 0))
+            self._pending = []
+        bar.done(task, False)
+
+    def _add_frame(self, frame: Frame, tracker: IoUTracker, sinks, stats: RunStats, smoother) -> None:
+        t0 = time.perf_counter()
+        boxes = np.asarray(self.detector(frame.image), dtype=np.float64).reshape(-1, 5)
+        if len(boxes):
+            boxes = boxes[np.argsort(boxes[:, 0], kind="stable")]  # new ids left to right
+        ids = tracker.update(boxes)
+        t1 = time.perf_counter()
+        crops = crop_faces(frame.image, boxes, self.input_size, self.margin) if self.predictor is not None else []
+        t2 = time.perf_counter()
+        stats.seconds["detect"] += t1 - t0
+        stats.seconds["crop"] += t2 - t1
+        stats.frames += 1
+        stats.faces += len(boxes)
+        self._pending.append((frame, boxes, ids, crops))
+        if smoother and tracker.ended:
+            for s in smoother.values():
+                s.forget(tracker.ended)
+        n_crops = sum(len(p[3]) for p in self._pending)
+        if n_crops >= self.batch_size or len(self._pending) >= self.batch_size:
+            self._flush(sinks, stats, smoother)
+
+    def _flush_quietly(self, sinks, stats, smoother=None) -> None:
+        try:
+            self._flush(sinks, stats, smoother)
+        except Exception:  # noqa: BLE001 - the failure is being reported already
+            self._pending = []
+
+    def _flush(self, sinks, stats: RunStats, smoother) -> None:
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        t0 = time.perf_counter()
+        crops = [c for p in pending for c in p[3]]
+        pred: dict[str, Any] = {}
+        if self.predictor is not None and crops:
+            pred = self.predictor.predict(crops, batch_size=max(len(crops), 1))
+        t1 = time.perf_counter()
+        chunk = self._rows(pending, pred, smoother)
+        t2 = time.perf_counter()
+        frames = [p[0] for p in pending]
+        for s in sinks:
+            s.write(chunk, frames)
+        t3 = time.perf_counter()
+        stats.seconds["model"] += t1 - t0
+        stats.seconds["table"] += t2 - t1
+        stats.seconds["write"] += t3 - t2
+        stats.rows += len(chunk)
+
+    def _rows(self, pending, pred: Mapping[str, Any], smoother) -> pd.DataFrame:
+        counts = np.array([max(1, len(p[1])) for p in pending])
+        n = int(counts.sum())
+        has_face = np.concatenate([np.full(c, len(p[1]) > 0) for c, p in zip(counts, pending)])
+        cols: dict[str, Any] = {
+            "input": np.repeat(np.array([p[0].input for p in pending], dtype=object), counts),
+            "frame": np.repeat([p[0].index for p in pending], counts).astype(np.int64),
+            "time_s": np.repeat([p[0].time_s for p in pending], counts).astype(np.float64),
+        }
+        face = np.full(n, -1, dtype=np.int64)
+        box = np.full((n, 5), np.nan)
+        face[has_face] = np.concatenate([p[2] for p in pending if len(p[1])]) if has_face.any() else []
+        if has_face.any():
+            box[has_face] = np.concatenate([p[1] for p in pending if len(p[1])])
+        cols["face"] = face
+        for j, c in enumerate(("x", "y", "w", "h")):
+            cols[c] = pd.array(np.where(np.isfinite(box[:, j]), np.round(box[:, j]), 0).astype(np.int64), dtype="Int64")
+            cols[c][~has_face] = pd.NA
+        cols["score"] = box[:, 4]
+
+        def spread(values: np.ndarray | None, width: int) -> np.ndarray:
+            out = np.full((n, width), np.nan)
+            if values is not None and has_face.any():
+                out[has_face] = values
+            return out
+
+        parts = {}
+        if self.expressions:
+            parts["expr"] = spread(pred.get("expr_prob"), len(self.expressions))
+        if self.has_va:
+            parts["va"] = spread(pred.get("va"), 2)
+        if self.aus:
+            parts["au"] = spread(pred.get("au_prob"), len(self.aus))
+        if smoother:
+            keys = list(zip(cols["input"], face))
+            for task, arr in parts.items():
+                if task in smoother:
+                    for i in np.flatnonzero(has_face):
+                        arr[i] = smoother[task].update(keys[i], arr[i])
+        if self.expressions:
+            e = parts["expr"]
+            for j, name in enumerate(self.expressions):
+                cols[f"expr_{name}"] = e[:, j]
+            names = np.array(self.expressions, dtype=object)
+            best = np.where(np.isfinite(e).all(axis=1), np.nan_to_num(e, nan=-1).argmax(axis=1), -1)
+            cols["expression"] = np.where(best >= 0, names[np.clip(best, 0, None)], None)
+        if self.has_va:
+            cols["valence"], cols["arousal"] = parts["va"][:, 0], parts["va"][:, 1]
+        if self.aus:
+            for j, name in enumerate(self.aus):
+                cols[name] = parts["au"][:, j]
+        return pd.DataFrame(cols, columns=self.columns)
+
+
+class _Progress:
+    """A rich progress bar per input with frames/s and time left (no-op when disabled)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self._progress = None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}", justify="left"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(),
+                TextColumn("left"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                speed_estimate_period=10.0,
+            )
+            self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+        return False
+
+    def add(self, name: str, total: int | None):
+        if self._progress is None:
+            return None
+        return self._progress.add_task(name[:40], total=total, rate="")
+
+    def advance(self, task) -> None:
+        if self._progress is None or task is None:
+            return
+        self._progress.advance(task)
+        speed = self._progress.tasks[[t.id for t in self._progress.tasks].index(task)].speed
+        if speed:
+            self._progress.update(task, rate=f"{speed:5.1f} frames/s")
+
+    def done(self, task, failed: bool) -> None:
+        if self._progress is None or task is None:
+            return
+        t = next(t for t in self._progress.tasks if t.id == task)
+        if failed:
+            self._progress.update(task, description=f"[red]{t.description} (failed)")
+        if t.total is not None and t.completed < t.total:
+            self._progress.update(task, total=t.completed)
