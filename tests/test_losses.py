@@ -113,9 +113,9 @@ def test_weighted_cross_entropy_hand_computed_equation_5():
     target = torch.tensor([0, 1])
     w = torch.tensor([1.0, 3.0])
     l0, l1 = math.log(2), math.log(1 + math.exp(2))  # -log softmax of the true class
-    assert float(L.weighted_cross_entropy(logits, target, w, reduction="sum")) == pytest.approx(l0 + 3 * l1, rel=1e-6)
-    assert float(L.weighted_cross_entropy(logits, target, w)) == pytest.approx((l0 + 3 * l1) / 4, rel=1e-6)
-    assert float(L.weighted_cross_entropy(logits, target)) == pytest.approx((l0 + l1) / 2, rel=1e-6)
+    assert L.weighted_cross_entropy(logits, target, w, reduction="sum").item() == pytest.approx(l0 + 3 * l1, rel=1e-6)
+    assert L.weighted_cross_entropy(logits, target, w).item() == pytest.approx((l0 + 3 * l1) / 4, rel=1e-6)
+    assert L.weighted_cross_entropy(logits, target).item() == pytest.approx((l0 + l1) / 2, rel=1e-6)
 
 
 def test_masked_entries_do_not_change_the_loss_whatever_their_outputs():
@@ -125,7 +125,7 @@ def test_masked_entries_do_not_change_the_loss_whatever_their_outputs():
     base = L.weighted_cross_entropy(logits, target)
     changed = logits.clone()
     changed[[1, 3]] = torch.tensor([1e6, -1e6, 3.0], dtype=torch.float64)
-    assert float(L.weighted_cross_entropy(changed, target)) == float(base)
+    assert L.weighted_cross_entropy(changed, target).item() == float(base)
 
 
 def test_cross_entropy_bad_targets():
@@ -149,8 +149,8 @@ def test_cross_entropy_bad_targets():
 
 def test_ccc_loss_of_perfect_predictions_is_zero():
     x = torch.randn(50, 2, dtype=torch.float64)
-    assert float(L.ccc_loss(x, x.clone())) == pytest.approx(0.0, abs=1e-12)
-    assert float(L.cage_va_loss(x, x.clone())) == pytest.approx(0.0, abs=1e-12)
+    assert L.ccc_loss(x, x.clone()).item() == pytest.approx(0.0, abs=1e-12)
+    assert L.cage_va_loss(x, x.clone()).item() == pytest.approx(0.0, abs=1e-12)
 
 
 @SETTINGS
@@ -164,8 +164,8 @@ def test_ccc_loss_is_one_minus_metric_ccc_per_dimension(seed):
     expected = 1 - M.ccc(t, p)
     got = L.ccc_loss(torch.tensor(p), torch.tensor(t), reduction="none")
     np.testing.assert_allclose(got.numpy(), expected, atol=1e-9)
-    assert float(L.ccc_loss(torch.tensor(p), torch.tensor(t), reduction="sum")) == pytest.approx(expected.sum())
-    assert float(L.ccc_loss(torch.tensor(p), torch.tensor(t))) == pytest.approx(expected.mean())
+    assert L.ccc_loss(torch.tensor(p), torch.tensor(t), reduction="sum").item() == pytest.approx(expected.sum())
+    assert L.ccc_loss(torch.tensor(p), torch.tensor(t)).item() == pytest.approx(expected.mean())
 
 
 def test_ccc_loss_masks_nan_targets_in_value_and_gradient():
@@ -191,7 +191,7 @@ def test_ccc_loss_constant_predictions_are_finite():
     t = torch.tensor(np.random.default_rng(4).uniform(-1, 1, (8, 2)))
     loss = L.ccc_loss(p, t)
     loss.backward()
-    assert float(loss) == pytest.approx(1.0)  # CCC 0 for constant predictions
+    assert loss.item() == pytest.approx(1.0)  # CCC 0 for constant predictions
     assert torch.isfinite(p.grad).all()
     const_t = torch.full((8, 2), 0.2, dtype=torch.float64)
     p2 = torch.full((8, 2), 0.2, dtype=torch.float64, requires_grad=True)
@@ -203,8 +203,8 @@ def test_ccc_loss_constant_predictions_are_finite():
 def test_masked_mse_hand_computed():
     p = torch.tensor([[0.0, 1.0], [2.0, 0.0]])
     t = torch.tensor([[1.0, float("nan")], [0.0, 0.5]])
-    assert float(L.masked_mse(p, t)) == pytest.approx((1 + 4 + 0.25) / 3)
-    assert float(L.masked_mse(p, t, reduction="sum")) == pytest.approx(5.25)
+    assert L.masked_mse(p, t).item() == pytest.approx((1 + 4 + 0.25) / 3)
+    assert L.masked_mse(p, t, reduction="sum").item() == pytest.approx(5.25)
     np.testing.assert_allclose(L.masked_mse(p, t, reduction="none").numpy(), [2.5, 0.25])
 
 
@@ -220,7 +220,7 @@ def test_cage_combined_loss_is_equation_1():
     w = L.class_weights(list(AFFECTNET_TRAIN_COUNTS.values())).double()
     expected = F.cross_entropy(logits, target, weight=w) + 5.0 * F.mse_loss(va_p, va_t)
     got = L.cage_combined_loss(logits, target, va_p, va_t, weight=w)
-    assert float(got) == pytest.approx(float(expected), rel=1e-9)
+    assert got.item() == pytest.approx(float(expected), rel=1e-9)
     # alpha scales only the regression term.
     got2 = L.cage_combined_loss(logits, target, va_p, va_t, weight=w, alpha=1.0)
     assert float(got - got2) == pytest.approx(4.0 * float(F.mse_loss(va_p, va_t)), rel=1e-9)
@@ -233,7 +233,7 @@ def test_cage_va_loss_is_equation_2_as_in_the_reference_code():
     ccc = M.ccc(t.numpy(), p.numpy())
     mse = ((p - t) ** 2).mean(0).numpy()
     expected = (1 - ccc).sum() + 3.0 * mse.sum()
-    assert float(L.cage_va_loss(p, t)) == pytest.approx(expected, rel=1e-9)
+    assert L.cage_va_loss(p, t).item() == pytest.approx(expected, rel=1e-9)
 
 
 # ------------------------------------------------------------------------- BCE
@@ -246,9 +246,9 @@ def test_weighted_bce_is_equation_4():
     pw = torch.tensor([1.0, 2.0, 3.0, 0.5, 4.0], dtype=torch.float64)
     s = torch.sigmoid(x)
     by_hand = -(pw * y * torch.log(s) + (1 - y) * torch.log(1 - s)).mean()
-    assert float(L.weighted_bce(x, y, pw)) == pytest.approx(float(by_hand), rel=1e-9)
+    assert L.weighted_bce(x, y, pw).item() == pytest.approx(float(by_hand), rel=1e-9)
     ref = torch.nn.BCEWithLogitsLoss(pos_weight=pw)(x, y)
-    assert float(L.weighted_bce(x, y, pw)) == pytest.approx(float(ref), rel=1e-9)
+    assert L.weighted_bce(x, y, pw).item() == pytest.approx(float(ref), rel=1e-9)
 
 
 def test_weighted_bce_masks_missing_aus_in_value_and_gradient():
@@ -264,7 +264,7 @@ def test_weighted_bce_masks_missing_aus_in_value_and_gradient():
     sub = x.detach()[keep].clone().requires_grad_(True)
     ref = F.binary_cross_entropy_with_logits(sub, y[keep], pos_weight=pw.expand(10, 4)[keep])
     ref.backward()
-    assert float(loss) == pytest.approx(float(ref), rel=1e-12)
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-12)
     torch.testing.assert_close(x.grad[keep], sub.grad)
 
 
@@ -275,13 +275,13 @@ def test_multilabel_bce_with_emotic_style_weights():
     pw = L.multilabel_pos_weight(y).double()
     x = torch.tensor(rng.normal(size=(64, 26)))
     ref = torch.nn.BCEWithLogitsLoss(pos_weight=pw)(x, torch.tensor(y))
-    assert float(L.multilabel_bce(x, torch.tensor(y), pw)) == pytest.approx(float(ref), rel=1e-9)
+    assert L.multilabel_bce(x, torch.tensor(y), pw).item() == pytest.approx(float(ref), rel=1e-9)
     y_missing = torch.tensor(y)
     y_missing[5] = -1  # an unlabelled sample
     keep = torch.ones(64, dtype=torch.bool)
     keep[5] = False
     ref2 = torch.nn.BCEWithLogitsLoss(pos_weight=pw)(x[keep], torch.tensor(y)[keep])
-    assert float(L.multilabel_bce(x, y_missing, pw)) == pytest.approx(float(ref2), rel=1e-9)
+    assert L.multilabel_bce(x, y_missing, pw).item() == pytest.approx(float(ref2), rel=1e-9)
 
 
 def test_bce_bad_targets():
@@ -321,10 +321,10 @@ def test_smm_loss_is_the_unweighted_sum_and_masks_uni_task_samples():
     ref_au = F.binary_cross_entropy_with_logits(au_x.detach()[a], au_t[a], pos_weight=pw)
     ref_ex = F.cross_entropy(ex_x.detach()[e], ex_t[e], weight=cw)
     ref_va = 2 - M.ccc(va_t[v].numpy(), va_x.detach()[v].numpy()).sum()
-    assert float(terms["au"]) == pytest.approx(float(ref_au), rel=1e-9)
-    assert float(terms["expr"]) == pytest.approx(float(ref_ex), rel=1e-9)
-    assert float(terms["va"]) == pytest.approx(ref_va, rel=1e-9)
-    assert float(terms["loss"]) == pytest.approx(float(ref_au + ref_ex) + ref_va, rel=1e-9)
+    assert terms["au"].item() == pytest.approx(float(ref_au), rel=1e-9)
+    assert terms["expr"].item() == pytest.approx(float(ref_ex), rel=1e-9)
+    assert terms["va"].item() == pytest.approx(ref_va, rel=1e-9)
+    assert terms["loss"].item() == pytest.approx(float(ref_au + ref_ex) + ref_va, rel=1e-9)
     terms["loss"].backward()
     assert torch.all(au_x.grad[~a] == 0) and torch.all(ex_x.grad[~e] == 0) and torch.all(va_x.grad[~v] == 0)
     assert au_x.grad[a].abs().sum() > 0 and ex_x.grad[e].abs().sum() > 0 and va_x.grad[v].abs().sum() > 0
@@ -354,7 +354,7 @@ def test_losses_are_never_nan_and_zero_with_grad_when_nothing_is_labelled(seed, 
         au_logits=au_x, au_target=torch.full((n, 3), -1.0), expr_logits=ex_x, expr_target=torch.full((n,), -1),
         va_pred=va_x, va_target=torch.full((n, 2), float("nan")),
     )
-    assert float(nothing) == 0.0 and nothing.requires_grad
+    assert nothing.item() == 0.0 and nothing.requires_grad
 
 
 def test_smm_loss_argument_errors():
@@ -374,7 +374,7 @@ def test_vq_loss_value_and_stop_gradients():
     beta = 0.25
     loss = L.vq_loss(z, e, beta=beta)
     diff = (z - e).detach()
-    assert float(loss) == pytest.approx((1 + beta) * float((diff**2).mean()), rel=1e-12)
+    assert loss.item() == pytest.approx((1 + beta) * float((diff**2).mean()), rel=1e-12)
     loss.backward()
     # Codebook term moves only e, commitment term moves only z (scaled by beta).
     torch.testing.assert_close(e.grad, -2 * diff / diff.numel())
