@@ -59,6 +59,55 @@ def _root(
 # Later modules register their commands below, one small function each.
 
 
+@app.command("analyze")
+def analyze_cmd(
+    inputs: List[str] = typer.Argument(..., help="Images, folders (recursive), glob patterns ('clips/*.mp4') or videos."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Run directory, model.ckpt or packaged model name."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Table to write: .csv, .parquet or .json."),
+    video_out: Optional[Path] = typer.Option(None, "--video-out", help="Annotated video (.mp4); several videos: one file each."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Folder for the HTML report (one page per input)."),
+    detector: str = typer.Option("haar", "--detector", help="Face detector: haar (default) or none (images are faces)."),
+    every: int = typer.Option(1, "--every", min=1, help="Analyse one video frame in N."),
+    start: Optional[float] = typer.Option(None, "--start", min=0, help="Start time in seconds (videos)."),
+    end: Optional[float] = typer.Option(None, "--end", min=0, help="End time in seconds (videos)."),
+    smooth: Optional[str] = typer.Option(None, "--smooth", help="Temporal smoothing mu >= 0 per face track, or 'auto'."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Face crops per forward pass."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+):
+    """Find faces in images and videos and predict expressions, valence/arousal and AUs.
+
+    Writes one row per frame and face (`input, frame, time_s, face, x, y, w, h, score,
+    expr_<name>, expression, valence, arousal, AU<k>`); a frame without a face gives a row
+    with face = -1. Faces keep their id across a video. Rows are written as they are
+    computed, so a failure or Ctrl-C keeps everything done so far; unreadable files are
+    reported and the others go on (exit code 1 if any failed).
+
+    Examples: `affectlab analyze session.mp4 --model runs/base --out session.csv`;
+    `affectlab analyze recordings/ --model runs/base --out all.parquet --every 5 --report report/`;
+    `affectlab analyze clip.mp4 -m runs/base --out t.csv --video-out annotated.mp4 --smooth 9`;
+    crops: `affectlab analyze faces/ -m runs/base --detector none --out t.csv`.
+    """
+    from affectlab.analyze.api import run_cli
+
+    table = run_cli(
+        inputs, model, out=out, video_out=video_out, report=report, detector=detector, every=every, start=start,
+        end=end, smooth=smooth, batch_size=batch_size, device=device, progress=not quiet,
+    )
+    info = table.model_info
+    st = info["stats"]
+    written = [str(p) for p in (out, report) if p is not None] + list(info["video_out"].values())
+    console.print(
+        f"[green]{st['rows']} rows from {st['frames']} frames of {st['inputs']} inputs ({st['fps']:.1f} frames/s)"
+        f"[/green] -> {', '.join(written)}",
+        highlight=False,
+    )
+    for failure in info["failures"]:
+        console.print(f"[bold red]failed:[/bold red] {failure}", highlight=False, soft_wrap=True)
+    if info["failures"]:
+        raise typer.Exit(code=1)
+
+
 @app.command("synth")
 def synth_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (created; must be empty unless --overwrite)."),
@@ -177,6 +226,7 @@ def evaluate_cmd(
     by name). Example: `affectlab evaluate --model runs/base --data manifest:test/labels.csv
     --json test.json --per-class --plots plots/`.
     """
+    from rich.markup import escape
     from rich.table import Table
 
     from affectlab.train.engine import metrics_rows, run_evaluation
@@ -185,11 +235,11 @@ def evaluate_cmd(
         model, data, json_out=json_out, predictions_out=predictions, plots=plots, per_class=per_class,
         protocol=protocol, batch_size=batch_size, num_workers=num_workers, progress=not quiet,
     )
-    table = Table(title=f"{data} ({len(result.predictions)} samples)")
+    table = Table(title=f"{len(result.predictions)} samples")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in metrics_rows(result.metrics, per_class=per_class):
-        table.add_row(name, value)
+        table.add_row(escape(name), value)
     Console().print(table)
     for kind, path in result.files.items():
         console.print(f"{kind}: {path}", highlight=False)

@@ -1,0 +1,1 @@
+"""YAML training presets shipped with affectlab (``affectlab train --preset NAME``)."""
