@@ -143,8 +143,10 @@ def test_spec_parsing_and_validation(tmp_path, manifest):
         load_dataset(manifest, colums={})
     with pytest.raises(DatasetError, match="does not exist"):
         load_dataset(f"manifest:{tmp_path / 'absent.csv'}")
-    with pytest.raises(DatasetError, match=r"unknown split 'bogus'.*valid splits"):
-        load_dataset(f"ckplus:{tmp_path}:bogus")
+    with pytest.raises(DatasetError, match=r"unknown split 'bogus' for format 'affectnet'; valid splits: train, val"):
+        load_dataset(f"affectnet:{tmp_path}:bogus")
+    with pytest.raises(DatasetError, match=r"format 'ckplus' has no splits"):
+        load_dataset(f"ckplus:{tmp_path}:train")
 
 
 def test_missing_images_are_dropped_with_a_warning(manifest):

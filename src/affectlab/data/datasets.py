@@ -805,19 +805,30 @@ def canonical_table(
     return frame
 
 
-def map_codes(values: pd.Series, dataset: str, *, source: str | os.PathLike, first_line: int = 2) -> pd.Series:
+def map_codes(
+    values: pd.Series,
+    dataset: str,
+    *,
+    source: str | os.PathLike,
+    first_line: int = 2,
+    lines: Sequence[int] | None = None,
+) -> pd.Series:
     """Native expression codes -> canonical names (None for dropped codes), errors name file:line.
 
-    ``values`` is indexed by row position; row ``k`` is line ``first_line + k``.
+    Row ``k`` of ``values`` is line ``lines[k]`` of ``source`` when given, else
+    ``first_line + k``.
     """
     from affectlab.data.schema import expression_from_code
+
+    values = pd.Series(values).reset_index(drop=True)
+    line_of = (lambda k: int(lines[k])) if lines is not None else (lambda k: first_line + k)
 
     numeric = pd.to_numeric(values, errors="coerce")
     bad = numeric.isna() & values.notna() | (numeric.notna() & (numeric % 1 != 0))
     if values.isna().any() or bad.any():
         pos = int(np.flatnonzero((bad | values.isna()).to_numpy())[0])
         raise DatasetError(
-            f"{source}:{first_line + pos}: expression {values.iloc[pos]!r} is not an integer code of dataset {dataset!r}"
+            f"{source}:{line_of(pos)}: expression {values.iloc[pos]!r} is not an integer code of dataset {dataset!r}"
         )
     lookup: dict[int, str | None] = {}
     for code in np.unique(numeric.to_numpy(dtype=np.int64)):
@@ -825,5 +836,39 @@ def map_codes(values: pd.Series, dataset: str, *, source: str | os.PathLike, fir
             lookup[int(code)] = expression_from_code(dataset, int(code))
         except LabelError as exc:
             pos = int(np.flatnonzero(numeric.to_numpy() == code)[0])
-            raise LabelError(f"{source}:{first_line + pos}: {exc}", dataset=dataset, value=int(code)) from None
+            raise LabelError(f"{source}:{line_of(pos)}: {exc}", dataset=dataset, value=int(code)) from None
     return numeric.astype(np.int64).map(lookup)
+
+
+def scale_va_column(
+    values, dataset: str, *, source: str | os.PathLike, name: str, first_line: int = 2
+) -> np.ndarray:
+    """:func:`~affectlab.data.schema.scale_va` of one column; errors name ``file:line`` and the value.
+
+    Row ``k`` of ``values`` is line ``first_line + k`` of ``source``; non-numeric cells
+    are an error too.
+    """
+    from affectlab.data.schema import scale_va
+
+    series = pd.Series(values).reset_index(drop=True)
+    numeric = pd.to_numeric(series, errors="coerce")
+    blank = series.isna() | (series.astype(str).str.strip() == "")
+    bad = numeric.isna() & ~blank
+    if bad.any():
+        pos = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DatasetError(f"{source}:{first_line + pos}: {name} {series.iloc[pos]!r} is not a number")
+    arr = numeric.to_numpy(dtype=np.float64, na_value=np.nan)
+    try:
+        return scale_va(dataset, arr, name=name)
+    except LabelError as exc:
+        pos = int(np.flatnonzero(arr == exc.value)[0]) if exc.value is not None and (arr == exc.value).any() else 0
+        raise LabelError(f"{source}:{first_line + pos}: {exc}", dataset=dataset, value=exc.value) from None
+
+
+def parser_error(source: str | os.PathLike, exc: Exception, expected: str) -> DatasetError:
+    """A pandas CSV parser error rewritten as ``file:line: expected ..., saw ...``."""
+    text = " ".join(str(exc).split())
+    m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text)
+    if m:
+        return DatasetError(f"{source}:{m.group(2)}: expected {m.group(1)} comma-separated fields ({expected}), saw {m.group(3)}")
+    return DatasetError(f"{source}: malformed CSV ({text}); expected {expected}")

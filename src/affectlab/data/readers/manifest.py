@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from affectlab.data.datasets import ReadResult, infer_label_space, map_codes, register_reader
+from affectlab.data.datasets import ReadResult, infer_label_space, map_codes, register_reader, parser_error
 from affectlab.data.schema import MISSING_AU, LabelSpace, au_name, canonical_expression
 from affectlab.errors import DatasetError, LabelError
 
@@ -93,7 +93,7 @@ def read_manifest(
         try:
             table = pd.read_csv(source, sep="\t" if source.suffix.lower() == ".tsv" else ",", low_memory=False)
         except pd.errors.ParserError as exc:
-            raise DatasetError(f"{source}: malformed CSV ({exc}); expected a header line then one row per image") from None
+            raise parser_error(source, exc, "a header line then one row per image") from None
         except pd.errors.EmptyDataError:
             raise DatasetError(f"{source}: empty file; expected a header line with a `path` column") from None
     table.columns = [str(c).strip() for c in table.columns]

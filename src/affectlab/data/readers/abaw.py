@@ -1,0 +1,222 @@
+"""ABAW / Aff-Wild2 reader (cropped-aligned frames, per-video annotation files).
+
+Layout: ``cropped_aligned/<video>/<00001>.jpg`` and, per task,
+``<Task>/{Train,Validation}_Set/<video>.txt``: a header line, then one row per frame.
+VA rows are ``valence,arousal`` (-5 missing), EXPR rows one code 0-7 (Neutral, Anger,
+Disgust, Fear, Happiness, Sadness, Surprise, Other; -1 missing), AU rows 12 values 0/1
+for ``AU1,AU2,AU4,AU6,AU7,AU10,AU12,AU15,AU23,AU24,AU25,AU26`` (-1 missing). Row ``i``
+(0-based, after the header) is frame ``{i+1:05d}.jpg``; frames without an image are
+skipped, as are frames with no label in any requested task. Several tasks are merged
+by ``(video, frame)``, leaving the other tasks' labels missing where a task has no row.
+
+Task folders may be named ``VA``, ``VA_Set`` or ``VA_Estimation_Challenge`` (likewise
+``EXPR_Classification_Challenge``, ``AU_Detection_Challenge``) and may sit in the root
+or one folder below it (``Third ABAW Annotations/``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from affectlab.data.datasets import ReadResult, SplitAbsent, map_codes, register_reader, scale_va_column, parser_error
+from affectlab.data.schema import ALL_EXPRESSIONS, AU_SETS, MISSING_AU, LabelSpace, au_name, native_expressions
+from affectlab.errors import ConfigError, DatasetError, LabelError
+
+log = logging.getLogger("affectlab.data")
+
+TASKS = ("VA", "EXPR", "AU")
+TASK_FOLDERS = {
+    "VA": ("VA", "VA_Set", "VA_Estimation_Challenge", "VA_Estimation"),
+    "EXPR": ("EXPR", "EXPR_Set", "EXPR_Classification_Challenge", "EXPR_Recognition_Challenge", "EXPR_Estimation_Challenge"),
+    "AU": ("AU", "AU_Set", "AU_Detection_Challenge"),
+}
+IMAGE_FOLDERS = ("cropped_aligned", "cropped_aligned_images", "cropped-aligned")
+
+
+def parse_tasks(tasks) -> tuple[str, ...]:
+    """``"MTL"`` -> all three; ``"VA"`` / ``["VA", "EXPR"]`` -> those (validated)."""
+    if tasks is None:
+        return TASKS
+    items = [tasks] if isinstance(tasks, str) else list(tasks)
+    out: list[str] = []
+    for item in items:
+        for part in str(item).replace("+", ",").split(","):
+            key = part.strip().upper()
+            if key == "MTL":
+                out.extend(TASKS)
+            elif key in TASKS:
+                out.append(key)
+            else:
+                raise ConfigError(f"unknown ABAW task {part.strip()!r}; valid tasks: VA, EXPR, AU, MTL")
+    return tuple(t for t in TASKS if t in out)
+
+
+def _task_dir(root: Path, task: str) -> Path | None:
+    bases = [root] + sorted(p for p in root.iterdir() if p.is_dir() and p.name not in IMAGE_FOLDERS)
+    for base in bases:
+        for name in TASK_FOLDERS[task]:
+            if (base / name).is_dir():
+                return base / name
+    return None
+
+
+def _image_dir(root: Path) -> Path:
+    for name in IMAGE_FOLDERS:
+        if (root / name).is_dir():
+            return root / name
+    raise DatasetError(f"abaw: no cropped_aligned/ folder in {root}; expected cropped_aligned/<video>/00001.jpg")
+
+
+def read_task_file(source: Path, task: str) -> pd.DataFrame:
+    """One video's annotations as canonical columns plus ``frame`` (1-based); missing codes decoded."""
+    with open(source, encoding="utf-8", errors="replace") as fh:
+        header = fh.readline().strip()
+    names = [h.strip() for h in header.split(",")]
+    expected = {"VA": 2, "EXPR": None, "AU": 12}[task]
+    if task == "VA" and [n.lower() for n in names] != ["valence", "arousal"]:
+        raise DatasetError(f"{source}:1: expected the header 'valence,arousal', got {header!r}")
+    if task == "AU":
+        try:
+            aus = [au_name(n) for n in names]
+        except LabelError:
+            raise DatasetError(f"{source}:1: expected a header of AU names like 'AU1,AU2,AU4,...', got {header!r}") from None
+        if len(aus) != expected:
+            raise DatasetError(f"{source}:1: expected 12 AU columns ({','.join(AU_SETS['abaw12'])}), got {len(aus)}")
+    try:
+        raw = pd.read_csv(source, header=None, skiprows=1, dtype=str, keep_default_na=False, skip_blank_lines=False)
+    except pd.errors.EmptyDataError:
+        raw = pd.DataFrame()
+    except pd.errors.ParserError as exc:
+        raise parser_error(source, exc, f"one {task} row per frame") from None
+    # trailing blank lines are harmless; blank lines inside the file are not
+    while len(raw) and (raw.iloc[-1].astype(str).str.strip() == "").all():
+        raw = raw.iloc[:-1]
+    width = 1 if task == "EXPR" else expected
+    if len(raw) and raw.shape[1] != width:
+        raise DatasetError(f"{source}: rows have {raw.shape[1]} fields, expected {width} for {task}")
+    numeric = raw.apply(lambda c: pd.to_numeric(c.str.strip(), errors="coerce")) if len(raw) else raw
+    if len(raw) and numeric.isna().any(axis=None):
+        row = int(np.flatnonzero(numeric.isna().any(axis=1).to_numpy())[0])
+        raise DatasetError(
+            f"{source}:{row + 2}: expected {width} comma-separated number(s) for {task}, got {','.join(raw.iloc[row])!r}"
+        )
+    out = pd.DataFrame({"frame": np.arange(1, len(raw) + 1, dtype=np.int64)})
+    if task == "VA":
+        out["valence"] = scale_va_column(numeric[0], "abaw", source=source, name="valence")
+        out["arousal"] = scale_va_column(numeric[1], "abaw", source=source, name="arousal")
+        out = out.loc[out["valence"].notna() | out["arousal"].notna()]
+    elif task == "EXPR":
+        out["expression"] = map_codes(numeric[0], "abaw", source=source).to_numpy()
+        out = out.loc[out["expression"].notna()]
+    else:
+        values = numeric.to_numpy(dtype=np.float64)
+        bad = ~np.isin(values, (0.0, 1.0, float(MISSING_AU)))
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            raise LabelError(
+                f"{source}:{row + 2}: {aus[col]} value {values[row, col]:g} is not 0, 1 or -1 (missing)",
+                dataset="abaw",
+                value=float(values[row, col]),
+            )
+        for j, name in enumerate(aus):
+            out[name] = values[:, j].astype(np.int8)
+        out = out.loc[(values != MISSING_AU).any(axis=1)]
+    return out
+
+
+def read_task(root: Path, task: str, split: str, image_dir: Path, folders: dict[str, set[str]]) -> pd.DataFrame | None:
+    """All videos of one task and split, restricted to frames that have an image."""
+    tdir = _task_dir(root, task)
+    if tdir is None:
+        return None
+    sdir = next((tdir / n for n in (f"{split}_Set", split, split.lower() + "_set") if (tdir / n).is_dir()), None)
+    if sdir is None:
+        return None
+    files = sorted(p for p in sdir.iterdir() if p.suffix == ".txt")
+    parts = []
+    skipped = 0
+    for f in files:
+        video = f.stem
+        table = read_task_file(f, task)
+        if video not in folders:
+            listing = image_dir / video
+            folders[video] = set(os.listdir(listing)) if listing.is_dir() else set()
+        names = np.array([f"{k:05d}.jpg" for k in table["frame"]], dtype=object)
+        has = np.fromiter((n in folders[video] for n in names), dtype=bool, count=len(names))
+        skipped += int((~has).sum())
+        table = table.loc[has]
+        table.insert(0, "video", video)
+        parts.append(table)
+    log.info("abaw %s %s: %d files, %d labelled frames without an image skipped", task, split, len(files), skipped)
+    if not parts:
+        return pd.DataFrame(columns=["video", "frame"])
+    return pd.concat(parts, ignore_index=True)
+
+
+@register_reader(
+    "abaw",
+    layout="cropped_aligned/<video>/00001.jpg + <VA|EXPR|AU>/{Train,Validation}_Set/<video>.txt "
+    "(header + one row per frame; -5 VA / -1 EXPR, AU missing); tasks merged by (video, frame)",
+    splits=("Train", "Validation"),
+    split_aliases={"train": "Train", "train_set": "Train", "val": "Validation", "validation_set": "Validation", "valid": "Validation"},
+    aliases={"affwild2": {}, "aff-wild2": {}},
+)
+def read_abaw(root: Path, split: str, *, tasks: str | Sequence[str] | None = None) -> ReadResult:
+    """Read Aff-Wild2 annotations of one split.
+
+    Parameters
+    ----------
+    tasks : str or sequence of str, optional
+        ``"VA"``, ``"EXPR"``, ``"AU"``, several (``["VA", "EXPR"]`` or ``"VA+EXPR"``) or
+        ``"MTL"`` (all three). Default: every task whose folder exists.
+    """
+    wanted = parse_tasks(tasks)
+    image_dir = _image_dir(root)
+    folders: dict[str, set[str]] = {}
+    tables = {}
+    for task in wanted:
+        table = read_task(root, task, split, image_dir, folders)
+        if table is None:
+            if tasks is not None:
+                raise SplitAbsent(
+                    f"abaw: no {task} annotations for split {split} under {root}; expected "
+                    f"{TASK_FOLDERS[task][0]}/{split}_Set/<video>.txt (or {', '.join(TASK_FOLDERS[task][1:])})"
+                )
+            continue
+        tables[task] = table
+    if not tables:
+        raise SplitAbsent(f"abaw: no annotation folders for split {split} under {root} (looked for VA, EXPR, AU task folders)")
+    merged = None
+    for table in tables.values():
+        merged = table if merged is None else merged.merge(table, on=["video", "frame"], how="outer")
+    merged = merged.sort_values(["video", "frame"], kind="stable").reset_index(drop=True)
+    n = len(merged)
+    labels = pd.DataFrame(
+        {
+            "path": [os.path.join(image_dir, v, f"{k:05d}.jpg") for v, k in zip(merged["video"], merged["frame"])],
+            "expression": merged["expression"].astype(object).where(merged["expression"].notna(), None)
+            if "expression" in merged
+            else np.full(n, None, dtype=object),
+            "valence": merged["valence"].to_numpy(np.float64) if "valence" in merged else np.full(n, np.nan),
+            "arousal": merged["arousal"].to_numpy(np.float64) if "arousal" in merged else np.full(n, np.nan),
+        }
+    )
+    aus = AU_SETS["abaw12"] if "AU" in tables else ()
+    for name in aus:
+        labels[name] = merged[name].fillna(MISSING_AU).astype(np.int8).to_numpy() if name in merged else MISSING_AU
+    labels["video"] = merged["video"].astype(str).to_numpy()
+    labels["frame"] = merged["frame"].astype(np.int64).to_numpy()
+    # ABAW's eight classes (the seven basic ones and other) in canonical order
+    abaw_classes = set(native_expressions("abaw"))
+    space = LabelSpace(
+        expressions=tuple(e for e in ALL_EXPRESSIONS if e in abaw_classes) if "EXPR" in tables else (),
+        aus=aus,
+        va="VA" in tables,
+    )
+    return ReadResult(labels, space, check_files=False)

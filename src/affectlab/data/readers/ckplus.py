@@ -1,0 +1,80 @@
+"""CK+ reader for the CK+48 export: ``labels_emotion_aus.csv`` + ``CK+48/<emotion>/*.png``.
+
+``labels_emotion_aus.csv`` has ``file, subject, sequence, frame, is_last_frame, emotion,
+netfacs_emotion, aus`` where ``aus`` lists the AUs coded at the sequence's peak frame
+(``AU4 AU7 AU17``). Each row gets ``AU<k>`` = 1 for the listed AUs and 0 for the other
+AUs of the CK+ 23-AU set. ``video`` is the sequence. CK+ has no official split: split
+by subject (``dataset.split_by("subject")``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from affectlab.data.datasets import ReadResult, canonical_table, register_reader
+from affectlab.data.schema import ALL_EXPRESSIONS, LabelSpace, au_name, au_set, canonical_expression
+from affectlab.errors import DatasetError, LabelError
+
+LABEL_FILE = "labels_emotion_aus.csv"
+_REQUIRED = ("file", "subject", "sequence", "frame", "emotion", "aus")
+
+
+@register_reader(
+    "ckplus",
+    layout="labels_emotion_aus.csv (file, subject, sequence, frame, emotion, aus) + CK+48/<emotion>/*.png; "
+    "AUs over the CK+ 23-AU set; no splits (split by subject)",
+    aliases={"ck+": {}, "ckplus48": {}},
+)
+def read_ckplus(root: Path, split: str | None, *, au_set_name: str = "ckplus23") -> ReadResult:
+    """Read CK+48 with expression and AU labels.
+
+    Parameters
+    ----------
+    au_set_name : str
+        AU set whose members become ``AU<k>`` columns (listed AUs outside it are an error).
+    """
+    source = root / LABEL_FILE if root.is_dir() else root
+    if not source.is_file():
+        raise DatasetError(f"ckplus: {source} not found; expected {LABEL_FILE} next to the CK+48/ folder")
+    table = pd.read_csv(source, dtype={"subject": str, "sequence": str, "aus": str})
+    absent = [c for c in _REQUIRED if c not in table.columns]
+    if absent:
+        raise DatasetError(f"{source}: missing column(s) {absent}; expected header {', '.join(_REQUIRED)}, ...")
+    aus = au_set(au_set_name)
+    index = {a: j for j, a in enumerate(aus)}
+    present = np.zeros((len(table), len(aus)), dtype=np.int8)
+    for k, text in enumerate(table["aus"].fillna("")):
+        for token in str(text).split():
+            try:
+                name = au_name(token)
+            except LabelError:
+                raise LabelError(f"{source}:{k + 2}: {token!r} is not an AU code; expected e.g. 'AU4 AU7 AU17'", value=token) from None
+            if name not in index:
+                raise LabelError(
+                    f"{source}:{k + 2}: {name} is not in the CK+ AU set {au_set_name} ({', '.join(aus)})",
+                    dataset="ckplus",
+                    value=token,
+                )
+            present[k, index[name]] = 1
+    names = {}
+    for value in table["emotion"].dropna().unique():
+        try:
+            names[value] = canonical_expression(value, "ckplus")
+        except LabelError as exc:
+            pos = int(np.flatnonzero((table["emotion"] == value).to_numpy())[0])
+            raise LabelError(f"{source}:{pos + 2}: {exc}", dataset="ckplus", value=value) from None
+    base = source.parent
+    extra = {c: table[c].to_numpy() for c in table.columns if c not in ("file", "emotion", "aus", "sequence")}
+    labels = canonical_table(
+        [os.path.normpath(os.path.join(base, f)) for f in table["file"].astype(str)],
+        expression=table["emotion"].map(names),
+        aus={a: present[:, j] for j, a in enumerate(aus)},
+        video=table["sequence"].to_numpy(),
+        **extra,
+    )
+    expressions = tuple(e for e in ALL_EXPRESSIONS if e in set(labels["expression"].dropna()))
+    return ReadResult(labels, LabelSpace(expressions=expressions, aus=aus, va=False))
