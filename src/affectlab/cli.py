@@ -247,6 +247,40 @@ def evaluate_cmd(
         console.print(f"[yellow]{result.skipped} unreadable images skipped[/yellow]")
 
 
+@app.command("datasets")
+def datasets_cmd(
+    spec: Optional[str] = typer.Argument(
+        None, help="Optional dataset spec FORMAT:PATH[:SPLIT] to load and summarise."
+    ),
+):
+    """List the dataset formats affectlab reads: layout, splits and reader options.
+
+    Commands that take data (`train --train`, `evaluate --data`, `data check`) take a spec
+    `FORMAT:PATH[:SPLIT]`, e.g. `affectnet:/data/AffectNet:train`, `affectnet7:/data/AffectNet:val`,
+    `rafdb:/data/RAF-DB:test`, `abaw:/data/ABAW3:Validation`, `manifest:out/labels.csv` or
+    `imagefolder:/data/faces`; a bare .csv/.parquet path or a folder with labels.csv is a
+    manifest. Without SPLIT every split is loaded.
+
+    Examples: `affectlab datasets`; `affectlab datasets ckplus:../shared/data/ckplus48`
+    (loads it and prints classes, AU prevalence and identities).
+    """
+    from rich.markup import escape
+    from rich.table import Table
+
+    from affectlab.data.datasets import format_rows, load_dataset
+
+    if spec is not None:
+        Console().print(escape(load_dataset(spec).describe()), highlight=False)
+        return
+    table = Table(title="dataset formats (spec FORMAT:PATH[:SPLIT])", show_lines=True)
+    for col in ("format", "splits", "options", "layout"):
+        table.add_column(col, overflow="fold")
+    for row in format_rows():
+        name = row["format"] + (f"\n({row['aliases']})" if row["aliases"] else "")
+        table.add_row(escape(name), escape(row["splits"]), escape(row["options"]), escape(row["layout"]))
+    Console().print(table)
+
+
 data_app = typer.Typer(
     help="Inspect datasets: validate one and summarise its labels (`affectlab data check --help`).",
     no_args_is_help=True,

@@ -48,6 +48,13 @@ def _smooth_block(x: np.ndarray, mu: float) -> np.ndarray:
         out[...] = x
         return out
     a = 1.0 / (1.0 + mu)
+    if np.isfinite(x).all():
+        # the recursion is a first-order IIR filter; zi makes Lambda_0 = eps_0
+        from scipy.signal import lfilter
+
+        zi = (1.0 - a) * np.asarray(x[:1], dtype=np.float64)
+        out[...], _ = lfilter([a], [1.0, -(1.0 - a)], x, axis=0, zi=zi)
+        return out
     state = None
     for t in range(len(x)):
         eps = x[t]
