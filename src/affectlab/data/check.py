@@ -22,7 +22,7 @@ import pandas as pd
 
 from affectlab.data.stats import LabelStats, SplitComparison, compare_splits, expression_matrix, summarize
 
-__all__ = ["CheckReport", "DatasetCheck", "check_dataset", "render_report", "write_plots"]
+__all__ = ["CheckReport", "DatasetCheck", "check_dataset", "check_labels", "render_report", "write_plots"]
 
 _MISSING_RE = re.compile(r"(\d+) of (\d+) images are missing")
 _SHOW = 5
@@ -139,6 +139,44 @@ def check_dataset(
     checks = [_load(spec, decode=decode, progress=progress)]
     if spec2 is not None:
         checks.append(_load(spec2, decode=decode, progress=progress))
+    report = CheckReport(datasets=checks)
+    if len(checks) == 2:
+        report.comparison = compare_splits(checks[0].labels, checks[1].labels, label_space=_shared_space(checks))
+    if plots is not None:
+        report.plots, report.notes = write_plots(report, plots)
+    return report
+
+
+def check_labels(
+    labels,
+    labels2=None,
+    *,
+    label_space=None,
+    names: Sequence[str] = ("labels", "labels2"),
+    plots: str | Path | None = None,
+) -> CheckReport:
+    """:func:`check_dataset` for label tables already in memory (no files are read).
+
+    Parameters
+    ----------
+    labels, labels2 : DataFrame or dataset
+        Canonical label tables (the second, optional, is the validation split).
+    label_space : LabelSpace, optional
+        Label space of both tables (needed for multi-label tables given as DataFrames).
+    names : (str, str)
+        Names shown in the report.
+    plots : path, optional
+        Folder for the PNG figures.
+    """
+    from affectlab.data.stats import _frame_and_space
+
+    checks = []
+    for data, name in zip((labels, labels2), names):
+        if data is None:
+            continue
+        frame, _ = _frame_and_space(data)
+        stats = summarize(data, label_space)
+        checks.append(DatasetCheck(spec=name, name=name, labels=frame, stats=stats, annotated=len(frame)))
     report = CheckReport(datasets=checks)
     if len(checks) == 2:
         report.comparison = compare_splits(checks[0].labels, checks[1].labels, label_space=_shared_space(checks))
