@@ -424,3 +424,13 @@ def test_summarize_abaw_protocol_warns_outside_abaw_label_space():
     with pytest.warns(UserWarning, match="not comparable"):
         out = M.summarize(**kw, protocol="abaw")
     assert out["abaw_mtl"] == pytest.approx(out["va_ccc"] + out["expr_f1_macro"] + out["au_f1_mean"])
+
+
+def test_summarize_names_classes_by_canonical_name_and_keeps_known_spellings():
+    y, s = np.array([0, 1, 1]), np.array([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    out = M.summarize(expr_true=y, expr_scores=s, expressions=["Happy", "angry"])
+    assert list(out["expr_f1"]) == ["happiness", "anger"]
+    # happiness: tp 1, fp 1, fn 0 -> 2/3; anger: tp 1, fp 0, fn 1 -> 2/3
+    assert out["expr_f1"] == pytest.approx({"happiness": 2 / 3, "anger": 2 / 3})
+    out = M.summarize(expr_true=y, expr_scores=s, expressions=["Anger", "Doubt/Confusion"])
+    assert list(out["expr_f1"]) == ["Anger", "Doubt/Confusion"]

@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from affectlab.data.schema import (
+    ALL_EXPRESSIONS,
     AU_SETS,
     EMOTIC_CATEGORIES,
     EXPRESSION_ALIASES,
@@ -51,6 +52,8 @@ __all__ = [
     "abaw_mtl_score",
     "summarize",
     "VA_NAMES",
+    "ABAW_EXPRESSIONS",
+    "ABAW_AUS",
 ]
 
 #: Column names of a VA array, in order (EMOTIC adds dominance as a third column).
@@ -604,6 +607,7 @@ def abaw_mtl_score(
 # ----------------------------------------------------------------------- summarize
 
 _KNOWN_CLASS_NAMES = {n.lower(): n for n in EMOTIC_CATEGORIES}
+_EXACT_CLASS_NAMES = frozenset(ALL_EXPRESSIONS) | frozenset(EMOTIC_CATEGORIES)
 
 
 def _class_names(names: Sequence[str]) -> tuple[str, ...]:
@@ -612,7 +616,9 @@ def _class_names(names: Sequence[str]) -> tuple[str, ...]:
         if not isinstance(n, str):
             raise LabelError(f"expression names must be strings, got {n!r}", value=n)
         key = n.strip().lower()
-        if key in EXPRESSION_ALIASES:
+        if n in _EXACT_CLASS_NAMES:
+            out.append(n)  # keep EMOTIC's capitalised "Anger" distinct from canonical "anger"
+        elif key in EXPRESSION_ALIASES:
             out.append(EXPRESSION_ALIASES[key])
         elif key in _KNOWN_CLASS_NAMES:
             out.append(_KNOWN_CLASS_NAMES[key])
