@@ -142,3 +142,15 @@ def test_multitask_validates_input():
         MultiTaskBatchSampler([10, 0], batch_size=4)
     with pytest.raises(ConfigError, match="epoch_length"):
         MultiTaskBatchSampler(SIZES, batch_size=72, epoch_length="all")
+
+
+def test_balanced_sampler_on_a_dataset(tmp_path):
+    from affectlab.data.datasets import load_dataset
+
+    rows = ["happiness"] * 40 + ["fear"] * 8 + [""] * 4
+    (tmp_path / "labels.csv").write_text("path,expression\n" + "\n".join(f"{i}.jpg,{e}" for i, e in enumerate(rows)))
+    ds = load_dataset(tmp_path / "labels.csv", check_files=False)
+    s = BalancedClassSampler(ds, num_samples=3000, seed=0)
+    codes = ds.expr_targets[list(s)]
+    assert np.all(codes >= 0)
+    assert abs(np.mean(codes == ds.label_space.expression_index("fear")) - 0.5) < 0.04

@@ -475,6 +475,7 @@ def _plots_for(check: DatasetCheck, out: Path, prefix: str, plt) -> tuple[list[P
         card = s.cardinality
         fig, ax = plt.subplots(figsize=(5, 3.5))
         ax.bar(card.index.to_numpy(), card.to_numpy(), color="tab:purple")
+        ax.set_xticks(card.index.to_numpy())
         ax.set_xlabel("true labels per sample")
         ax.set_ylabel("samples")
         ax.set_title(f"{name}: labels per sample", fontsize=10)
@@ -592,6 +593,7 @@ def _plot_comparison(report: CheckReport, path: Path, plt) -> Path:
             x = cmp.cardinality.index.to_numpy()
             ax.bar(x - width / 2, 100 * cmp.cardinality[f"{a}_share"], width, label=a)
             ax.bar(x + width / 2, 100 * cmp.cardinality[f"{b}_share"], width, label=b)
+            ax.set_xticks(x)
             ax.set_xlabel("true labels per sample")
             ax.set_ylabel("share (%)")
             ax.set_title("labels per sample", fontsize=10)

@@ -67,9 +67,10 @@ class BalancedClassSampler(Sampler[int]):
 
     Parameters
     ----------
-    labels : array-like of int, shape (n,)
-        Expression index per sample, ``-1`` (or NaN) for a missing label; or a
-        :class:`pandas.Series` of class names with NA for missing.
+    labels : array-like of int, shape (n,), Series or dataset
+        Expression index per sample, ``-1`` (or NaN) for a missing label; a
+        :class:`pandas.Series` of class names with NA for missing; or a single-label
+        dataset with ``expr_targets`` (an :class:`~affectlab.data.datasets.AffectDataset`).
     num_samples : int, optional
         Draws per epoch over all ranks. Default: the number of samples (``len(labels)``),
         so an epoch has the usual length.
@@ -152,6 +153,15 @@ class BalancedClassSampler(Sampler[int]):
     def _codes(labels) -> np.ndarray:
         import pandas as pd
 
+        targets = getattr(labels, "expr_targets", None)
+        if targets is not None:
+            targets = np.asarray(targets)
+            if targets.ndim != 1:
+                raise ConfigError(
+                    "BalancedClassSampler balances single-label expressions; this dataset is multi-label "
+                    f"(targets of shape {targets.shape})"
+                )
+            labels = targets
         if isinstance(labels, pd.Series) and not pd.api.types.is_numeric_dtype(labels):
             # Class names: factorize keeps NA as -1.
             codes, _ = pd.factorize(labels, sort=True)
