@@ -313,6 +313,52 @@ def data_check_cmd(
     render_report(check_dataset(spec, spec2, plots=plots, decode=decode))
 
 
+@app.command("transfer-va")
+def transfer_va_cmd(
+    target: str = typer.Option(..., "--target", help="Dataset spec of the expression-only dataset to label."),
+    out: Path = typer.Option(..., "--out", help="Manifest CSV to write (the ellipse table goes beside it)."),
+    anchor: Optional[str] = typer.Option(None, "--anchor", help="Dataset spec with expression + valence/arousal."),
+    ellipses: Optional[Path] = typer.Option(
+        None, "--ellipses", help="Reuse an ellipse table written by an earlier run instead of --anchor."
+    ),
+    discrete: bool = typer.Option(False, "--discrete", help="Integer labels in [-10, 10] (stored /10)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same labels."),
+):
+    """Give an expression-only dataset valence/arousal labels from an anchor dataset.
+
+    Per expression class of the anchor, an ellipse centred at (mean valence, mean arousal)
+    with semi-axes (std valence, std arousal); each target sample gets a point drawn
+    uniformly inside its class's ellipse (003_9ad920e56393e222.txt). The output is a
+    manifest any method trains on; `--ellipses` reuses a table when the anchor is not at hand.
+
+    Example: `affectlab transfer-va --anchor demo/data --target imagefolder:/data/faces
+    --out faces_va.csv`.
+    """
+    from rich.table import Table
+
+    from affectlab.data.datasets import load_dataset
+    from affectlab.data.va_transfer import ellipse_path, read_ellipses, transfer_va
+
+    if (anchor is None) == (ellipses is None):
+        raise typer.BadParameter("give exactly one of --anchor or --ellipses")
+    target_ds = load_dataset(target)
+    kwargs = {"ellipses": read_ellipses(ellipses)} if ellipses else {"anchor": load_dataset(anchor).labels}
+    manifest, table = transfer_va(target_ds.labels, out, discrete=discrete, seed=seed, **kwargs)
+    view = Table(title="anchor valence/arousal ellipses per class")
+    for col in ("expression", "mean_valence", "mean_arousal", "std_valence", "std_arousal", "targets"):
+        view.add_column(col)
+    counts = manifest["expression"].value_counts()
+    for row in table.itertuples(index=False):
+        view.add_row(
+            row.expression,
+            *(f"{getattr(row, c):+.3f}" for c in ("mean_valence", "mean_arousal")),
+            *(f"{getattr(row, c):.3f}" for c in ("std_valence", "std_arousal")),
+            str(int(counts.get(row.expression, 0))),
+        )
+    Console().print(view)
+    Console().print(f"wrote {len(manifest)} rows to {out} and the ellipses to {ellipse_path(out)}", highlight=False)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Console-script entry point: run the app and turn expected errors into one line."""
     from affectlab.errors import AffectlabError
