@@ -163,6 +163,11 @@ class LabeledDataset(Dataset, abc.ABC):
                 values = pd.to_numeric(labels[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
                 au[:, j] = np.where(np.isnan(values), float(MISSING_AU), values)
         self._expr, self._va, self._au = expr, va, au
+        # numpy arrays, not Python objects: DataLoader workers forked from this process
+        # then share the pages instead of copying them as reference counts change
+        self._paths = labels["path"].to_numpy(dtype=str) if n else np.array([], dtype=str)
+        has_box = all(c in labels.columns for c in BOX_COLUMNS)
+        self._boxes = labels[list(BOX_COLUMNS)].to_numpy(dtype=np.float64, na_value=np.nan) if has_box else None
 
     def targets(self, i: int) -> dict[str, torch.Tensor]:
         """The label part of sample ``i``: ``expr``, ``va``, ``au``, ``index`` (batch.py contract)."""
@@ -438,19 +443,17 @@ class AffectDataset(LabeledDataset):
         if images is not None:
             image = to_rgb(images[i])
         else:
-            image = read_image(self._labels.at[i, "path"])
+            image = read_image(self._paths[i])
             if image is None:
                 return None
-        if self.crop and all(c in self._labels.columns for c in BOX_COLUMNS):
-            box = [self._labels.at[i, c] for c in BOX_COLUMNS]
-            if all(pd.notna(v) for v in box):
-                image = crop_box(image, *(float(v) for v in box))
+        if self.crop and self._boxes is not None and np.isfinite(self._boxes[i]).all():
+            image = crop_box(image, *self._boxes[i])
         return image
 
     def _load_inputs(self, i: int) -> dict[str, Any] | None:
         image = self.read_rgb(i)
         if image is None:
-            log.debug("%s: skipping unreadable image %s", self.name, self._labels.at[i, "path"])
+            log.debug("%s: skipping unreadable image %s", self.name, self._paths[i])
             return None
         if self.transform is not None:
             return {"image": self.transform(image)}
@@ -578,9 +581,11 @@ class DatasetSpec:
     split: str | None = None
     #: options implied by the format alias (``affectnet7`` -> variant 7)
     fixed_options: tuple = ()
+    #: the format name as written (an alias such as ``affectnet7``), for display
+    prefix: str = ""
 
     def __str__(self) -> str:
-        return f"{self.format}:{self.path}" + (f":{self.split}" if self.split else "")
+        return f"{self.prefix or self.format}:{self.path}" + (f":{self.split}" if self.split else "")
 
 
 def parse_spec(spec: str | os.PathLike) -> DatasetSpec:
@@ -606,7 +611,7 @@ def parse_spec(spec: str | os.PathLike) -> DatasetSpec:
         path_text, split = _split_path_and_split(rest)
         if not path_text:
             raise DatasetError(f"dataset spec {spec!r} has no path; expected FORMAT:PATH[:SPLIT]")
-        return DatasetSpec(info.name, Path(path_text).expanduser(), split, tuple(sorted(fixed.items())))
+        return DatasetSpec(info.name, Path(path_text).expanduser(), split, tuple(sorted(fixed.items())), fmt_key)
     if sep and not is_drive and re.fullmatch(r"[A-Za-z][A-Za-z0-9_+\-]*", head) and not Path(text).exists():
         raise DatasetError(
             f"unknown dataset format {head!r} in spec {spec!r}; valid formats: {', '.join(sorted(lookup))} "
@@ -699,7 +704,7 @@ def load_dataset(
         for s in info.splits:
             try:
                 part = info.func(root, s, **reader_opts)
-            except _SplitAbsent:
+            except SplitAbsent:
                 continue
             part.labels.insert(len(part.labels.columns), "split", s)
             parts.append(part)
@@ -707,14 +712,9 @@ def load_dataset(
             raise DatasetError(f"{parsed.format}: found none of the splits {', '.join(info.splits)} under {root}")
         result = _concat_results(parts)
     else:
-        try:
-            result = info.func(root, split, **reader_opts)
-        except _SplitAbsent as exc:
-            raise DatasetError(str(exc)) from None
+        result = info.func(root, split, **reader_opts)
 
-    name = str(parsed) if parsed.split is None or split == parsed.split else f"{parsed.format}:{parsed.path}:{split}"
-    if parsed.format in ("affectnet",) and reader_opts.get("variant") in (7, "7"):
-        name = name.replace("affectnet:", "affectnet7:", 1)
+    name = str(parsed) if split is None else f"{parsed.prefix or parsed.format}:{parsed.path}:{split}"
     labels = result.labels
     images = result.images
     if generic["check_files"] and result.check_files and images is None:
@@ -734,12 +734,8 @@ def load_dataset(
     )
 
 
-class _SplitAbsent(DatasetError):
-    """Raised by a reader when a split's annotation file is absent (skipped when loading all splits)."""
-
-
-#: Readers raise this when the requested split's files are not there.
-SplitAbsent = _SplitAbsent
+class SplitAbsent(DatasetError):
+    """Raised by a reader when a split's annotation files are absent (skipped when loading all splits)."""
 
 
 def _concat_results(parts: list[ReadResult]) -> ReadResult:
@@ -872,3 +868,26 @@ def parser_error(source: str | os.PathLike, exc: Exception, expected: str) -> Da
     if m:
         return DatasetError(f"{source}:{m.group(2)}: expected {m.group(1)} comma-separated fields ({expected}), saw {m.group(3)}")
     return DatasetError(f"{source}: malformed CSV ({text}); expected {expected}")
+
+
+def format_rows() -> list[dict[str, str]]:
+    """One row per format for listings: ``format``, ``aliases``, ``splits``, ``options``, ``layout``."""
+    rows = []
+    for name, info in sorted(available_formats().items()):
+        if info.splits:
+            splits = ", ".join(info.splits)
+        elif info.reader_handles_split:
+            splits = "any (split column/folder)"
+        else:
+            splits = "none (use split_by)"
+        options = ", ".join(f"{k}={v!r}" for k, v in info.options.items())
+        rows.append(
+            {
+                "format": name,
+                "aliases": ", ".join(info.aliases),
+                "splits": splits,
+                "options": options,
+                "layout": info.layout,
+            }
+        )
+    return rows

@@ -24,7 +24,14 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from affectlab.data.datasets import ReadResult, SplitAbsent, map_codes, register_reader, scale_va_column, parser_error
+from affectlab.data.datasets import (
+    ReadResult,
+    SplitAbsent,
+    map_codes,
+    parser_error,
+    register_reader,
+    scale_va_column,
+)
 from affectlab.data.schema import ALL_EXPRESSIONS, AU_SETS, MISSING_AU, LabelSpace, au_name, native_expressions
 from affectlab.errors import ConfigError, DatasetError, LabelError
 

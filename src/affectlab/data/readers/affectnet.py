@@ -19,11 +19,11 @@ import numpy as np
 import pandas as pd
 
 from affectlab.data.datasets import (
-    parser_error,
     ReadResult,
     SplitAbsent,
     canonical_table,
     map_codes,
+    parser_error,
     register_reader,
     scale_va_column,
 )

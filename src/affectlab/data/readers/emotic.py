@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from affectlab.data.datasets import ReadResult, SplitAbsent, canonical_table, register_reader, parser_error
+from affectlab.data.datasets import ReadResult, SplitAbsent, canonical_table, parser_error, register_reader
 from affectlab.data.schema import EMOTIC_CATEGORIES, LabelSpace, scale_va
 from affectlab.errors import DatasetError, LabelError
 

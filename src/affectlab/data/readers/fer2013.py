@@ -14,7 +14,14 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from affectlab.data.datasets import ReadResult, SplitAbsent, canonical_table, map_codes, register_reader, parser_error
+from affectlab.data.datasets import (
+    ReadResult,
+    SplitAbsent,
+    canonical_table,
+    map_codes,
+    parser_error,
+    register_reader,
+)
 from affectlab.data.schema import ALL_EXPRESSIONS, LabelSpace, native_expressions
 from affectlab.errors import ConfigError, DatasetError
 

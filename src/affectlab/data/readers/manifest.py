@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from affectlab.data.datasets import ReadResult, infer_label_space, map_codes, register_reader, parser_error
+from affectlab.data.datasets import ReadResult, infer_label_space, map_codes, parser_error, register_reader
 from affectlab.data.schema import MISSING_AU, LabelSpace, au_name, canonical_expression
 from affectlab.errors import DatasetError, LabelError
 
