@@ -183,10 +183,14 @@ def test_bad_input_is_rejected():
 
 def test_check_labels_multilabel_plots_and_no_va_note(tmp_path):
     df, space = _multilabel()
-    report = check_labels(df, df.iloc[:50], label_space=space, plots=tmp_path)
+    report = check_labels(df, label_space=space, plots=tmp_path)
     names = {p.name for p in report.plots}
-    assert {"train_label_cardinality.png", "train_class_distribution.png", "split_comparison.png"} <= names
-    assert report.comparison.cardinality is not None
+    assert {"label_cardinality.png", "class_distribution.png", "va_circumplex.png", "va_per_class.png"} <= names
+    _pngs_ok(tmp_path, names)
+    pair = check_labels(df, df.iloc[:50], label_space=space)
+    card = pair.comparison.cardinality
+    assert card["train_count"].sum() == report.datasets[0].stats.cardinality.sum()
+    np.testing.assert_allclose(card["validation_share"].sum(), 1.0)
     no_va = _frame(50).drop(columns=["valence", "arousal"]).assign(valence=np.nan, arousal=np.nan)
     report = check_labels(no_va, plots=tmp_path / "novs")
     assert not any("va_" in p.name for p in report.plots)

@@ -11,6 +11,7 @@ figures of CAGE's dataset analysis (``001_01df4aa5e26e8a28`` section 3) as PNGs.
 
 from __future__ import annotations
 
+import logging
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -64,9 +65,17 @@ class CheckReport:
 def _load(spec: str, *, decode: bool, progress: bool) -> DatasetCheck:
     from affectlab.data.datasets import load_dataset
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        ds = load_dataset(spec)
+    # The reader both warns and logs about missing images; the report shows the warning,
+    # so keep Python's last-resort handler from printing the log record a second time.
+    quiet = logging.NullHandler()
+    logger = logging.getLogger("affectlab.data")
+    logger.addHandler(quiet)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = load_dataset(spec)
+    finally:
+        logger.removeHandler(quiet)
     messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
     missing = 0
     for m in messages:
