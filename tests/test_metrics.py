@@ -29,9 +29,9 @@ def _ccc_reference(t, p):
 
 
 @st.composite
-def labelled_classes(draw):
+def labelled_classes(draw, min_classes: int = 2):
     """(y_true with some -1, y_pred, scores, C) with at least one labelled sample."""
-    c = draw(st.integers(2, 6))
+    c = draw(st.integers(min_classes, 6))
     n = draw(st.integers(2, 60))
     seed = draw(st.integers(0, 2**31 - 1))
     rng = np.random.default_rng(seed)
@@ -124,15 +124,15 @@ def test_tensor_inputs_equal_numpy_inputs():
 
 
 @SETTINGS
-@given(labelled_classes(), st.integers(1, 4))
+@given(labelled_classes(min_classes=3), st.integers(1, 5))
 def test_topk_single_label_matches_sklearn(case, k):
-    y_true, _, scores, c = case
+    # (scikit-learn treats two classes as a thresholded binary problem, hence C >= 3)
+    y_true, y_pred, scores, c = case
     keep = y_true >= 0
-    k = min(k, c - 1) if c > 1 else 1
-    # scikit-learn wants binary problems as one score column (its sign decides the class).
-    ref_scores = scores[keep] if c > 2 else scores[keep, 1] - scores[keep, 0]
-    expected = skm.top_k_accuracy_score(y_true[keep], ref_scores, k=k, labels=list(range(c)))
+    k = min(k, c - 1)
+    expected = skm.top_k_accuracy_score(y_true[keep], scores[keep], k=k, labels=list(range(c)))
     assert M.topk_accuracy(y_true, scores, k=k) == pytest.approx(expected, abs=TOL)
+    assert M.topk_accuracy(y_true, scores, k=1) == pytest.approx(M.accuracy(y_true, y_pred), abs=TOL)
 
 
 def test_topk_multilabel_hand_computed():
