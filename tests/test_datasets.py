@@ -240,6 +240,14 @@ def test_split_by_fractions_on_many_groups(tmp_path):
     subjects = [set(p.labels["subject"]) for p in parts]
     assert not (subjects[0] & subjects[1]) and not (subjects[1] & subjects[2]) and not (subjects[0] & subjects[2])
 
+    # rows without a subject are each their own group: all rows are kept, none twice
+    labels.loc[::7, "subject"] = None
+    parts = AffectDataset(labels).split_by("subject", (0.5, 0.5), seed=1)
+    paths = [set(p.labels["path"]) for p in parts]
+    assert len(paths[0] | paths[1]) == 1000 and not paths[0] & paths[1]
+    named = [set(p.labels["subject"].dropna()) for p in parts]
+    assert not named[0] & named[1]
+
 
 def test_labeled_dataset_base_supports_feature_subclass(tmp_path):
     class FeatureDataset(LabeledDataset):

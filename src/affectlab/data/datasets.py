@@ -301,18 +301,20 @@ class LabeledDataset(Dataset, abc.ABC):
         fr = np.asarray(list(fractions), dtype=np.float64)
         if fr.ndim != 1 or fr.size < 2 or (fr <= 0).any() or not np.isclose(fr.sum(), 1.0, atol=1e-6):
             raise DatasetError(f"fractions must be >= 2 positive numbers summing to 1, got {list(fractions)}")
-        values = self._labels[column]
-        keys = values.astype(object).where(values.notna(), None).to_numpy()
-        keys = np.array([k if k is not None else ("__row__", i) for i, k in enumerate(keys)], dtype=object)
-        groups, inverse = _factorize(keys)
+        codes, uniques = pd.factorize(self._labels[column], use_na_sentinel=True)
+        inverse = codes.astype(np.int64)
+        missing = inverse < 0
+        # rows with no value are each their own group
+        inverse[missing] = len(uniques) + np.arange(int(missing.sum()))
+        n_groups = len(uniques) + int(missing.sum())
         rng = np.random.default_rng(seed)
-        order = rng.permutation(len(groups))
-        sizes = np.bincount(inverse, minlength=len(groups))[order]
+        order = rng.permutation(n_groups)
+        sizes = np.bincount(inverse, minlength=n_groups)[order]
         bounds = np.cumsum(fr)[:-1] * len(self)
         # a group goes to the part its midpoint falls in: parts stay near their fractions
         mids = np.cumsum(sizes) - sizes / 2.0
         part_of_ordered = np.searchsorted(bounds, mids, side="right")
-        part_of_group = np.empty(len(groups), dtype=np.int64)
+        part_of_group = np.empty(n_groups, dtype=np.int64)
         part_of_group[order] = part_of_ordered
         row_part = part_of_group[inverse]
         return tuple(self.subset(np.flatnonzero(row_part == p)) for p in range(fr.size))
@@ -359,14 +361,6 @@ class LabeledDataset(Dataset, abc.ABC):
             h.update(p.encode("utf-8", "surrogatepass"))
             h.update(b"\0")
         return h.hexdigest()[:16]
-
-
-def _factorize(keys: np.ndarray) -> tuple[list, np.ndarray]:
-    index: dict = {}
-    inverse = np.empty(len(keys), dtype=np.int64)
-    for i, k in enumerate(keys):
-        inverse[i] = index.setdefault(k, len(index))
-    return list(index), inverse
 
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
