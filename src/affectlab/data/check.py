@@ -528,6 +528,9 @@ def _circle(ax):
 def _plot_circumplex(v, a, s: LabelStats, name: str, path: Path, plt) -> Path:
     from matplotlib.colors import LogNorm
 
+    from matplotlib import patheffects
+
+    halo = [patheffects.withStroke(linewidth=2.5, foreground="white")]
     fig, ax = plt.subplots(figsize=(5.6, 5))
     bins = 40 if len(v) > 2000 else 24
     *_, image = ax.hist2d(v, a, bins=bins, range=[[-1, 1], [-1, 1]], cmap="viridis", norm=LogNorm(), cmin=1)
@@ -536,9 +539,9 @@ def _plot_circumplex(v, a, s: LabelStats, name: str, path: Path, plt) -> Path:
     if s.va is not None:
         for cls, row in s.va.drop(index="all", errors="ignore").iterrows():
             if row["n"] > 0 and np.isfinite(row["valence_mean"]) and np.isfinite(row["arousal_mean"]):
-                ax.plot(row["valence_mean"], row["arousal_mean"], "o", color="tab:red", ms=4)
-                ax.annotate(str(cls), (row["valence_mean"], row["arousal_mean"]), fontsize=7, color="tab:red",
-                            xytext=(3, 3), textcoords="offset points")
+                ax.plot(row["valence_mean"], row["arousal_mean"], "o", color="tab:red", mec="white", ms=5)
+                ax.annotate(str(cls), (row["valence_mean"], row["arousal_mean"]), fontsize=8, color="black",
+                            xytext=(4, 3), textcoords="offset points", path_effects=halo)
     ax.set_title(f"{name}: valence/arousal (n={len(v)})\nclass means in red", fontsize=9)
     return _save(fig, path, plt)
 
