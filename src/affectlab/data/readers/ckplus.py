@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from affectlab.data.datasets import ReadResult, canonical_table, register_reader
+from affectlab.data.datasets import ReadResult, canonical_table, parser_error, register_reader
 from affectlab.data.schema import ALL_EXPRESSIONS, LabelSpace, au_name, au_set, canonical_expression
 from affectlab.errors import DatasetError, LabelError
 
@@ -29,24 +29,27 @@ _REQUIRED = ("file", "subject", "sequence", "frame", "emotion", "aus")
     "AUs over the CK+ 23-AU set; no splits (split by subject)",
     aliases={"ck+": {}, "ckplus48": {}},
 )
-def read_ckplus(root: Path, split: str | None, *, au_set_name: str = "ckplus23") -> ReadResult:
+def read_ckplus(root: Path, split: str | None, *, aus: str = "ckplus23") -> ReadResult:
     """Read CK+48 with expression and AU labels.
 
     Parameters
     ----------
-    au_set_name : str
+    aus : str
         AU set whose members become ``AU<k>`` columns (listed AUs outside it are an error).
     """
     source = root / LABEL_FILE if root.is_dir() else root
     if not source.is_file():
         raise DatasetError(f"ckplus: {source} not found; expected {LABEL_FILE} next to the CK+48/ folder")
-    table = pd.read_csv(source, dtype={"subject": str, "sequence": str, "aus": str})
+    try:
+        table = pd.read_csv(source, dtype={"subject": str, "sequence": str, "aus": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise parser_error(source, exc, ", ".join(_REQUIRED)) from None
     absent = [c for c in _REQUIRED if c not in table.columns]
     if absent:
         raise DatasetError(f"{source}: missing column(s) {absent}; expected header {', '.join(_REQUIRED)}, ...")
-    aus = au_set(au_set_name)
-    index = {a: j for j, a in enumerate(aus)}
-    present = np.zeros((len(table), len(aus)), dtype=np.int8)
+    au_names = au_set(aus)
+    index = {a: j for j, a in enumerate(au_names)}
+    present = np.zeros((len(table), len(au_names)), dtype=np.int8)
     for k, text in enumerate(table["aus"].fillna("")):
         for token in str(text).split():
             try:
@@ -55,7 +58,7 @@ def read_ckplus(root: Path, split: str | None, *, au_set_name: str = "ckplus23")
                 raise LabelError(f"{source}:{k + 2}: {token!r} is not an AU code; expected e.g. 'AU4 AU7 AU17'", value=token) from None
             if name not in index:
                 raise LabelError(
-                    f"{source}:{k + 2}: {name} is not in the CK+ AU set {au_set_name} ({', '.join(aus)})",
+                    f"{source}:{k + 2}: {name} is not in the CK+ AU set {aus} ({', '.join(au_names)})",
                     dataset="ckplus",
                     value=token,
                 )
@@ -72,9 +75,9 @@ def read_ckplus(root: Path, split: str | None, *, au_set_name: str = "ckplus23")
     labels = canonical_table(
         [os.path.normpath(os.path.join(base, f)) for f in table["file"].astype(str)],
         expression=table["emotion"].map(names),
-        aus={a: present[:, j] for j, a in enumerate(aus)},
+        aus={a: present[:, j] for j, a in enumerate(au_names)},
         video=table["sequence"].to_numpy(),
         **extra,
     )
     expressions = tuple(e for e in ALL_EXPRESSIONS if e in set(labels["expression"].dropna()))
-    return ReadResult(labels, LabelSpace(expressions=expressions, aus=aus, va=False))
+    return ReadResult(labels, LabelSpace(expressions=expressions, aus=au_names, va=False))
