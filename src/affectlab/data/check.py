@@ -449,7 +449,7 @@ def _plots_for(check: DatasetCheck, out: Path, prefix: str, plt) -> tuple[list[P
         ax.set_xticks(range(len(counts)), [str(c) for c in counts.index], rotation=45 if len(counts) > 6 else 0,
                       ha="right" if len(counts) > 6 else "center")
         ax.set_ylabel("relative occurrence (%)" if space.multilabel else "share of labelled samples (%)")
-        ax.set_title(f"{name}: expression frequency (n={s.n})", fontsize=10)
+        ax.set_title(f"{name}\nexpression frequency (n={s.n})", fontsize=10)
         paths.append(_save(fig, out / f"{prefix}class_distribution.png", plt))
     else:
         notes.append(f"{name}: no expression labels, class_distribution.png skipped")
@@ -475,7 +475,7 @@ def _plots_for(check: DatasetCheck, out: Path, prefix: str, plt) -> tuple[list[P
         ax.bar(range(len(prev)), 100 * prev.fillna(0).to_numpy(), color="tab:green")
         ax.set_xticks(range(len(prev)), list(prev.index), rotation=45 if len(prev) > 10 else 0)
         ax.set_ylabel("prevalence: positives / labelled (%)")
-        ax.set_title(f"{name}: action unit prevalence", fontsize=10)
+        ax.set_title(f"{name}\naction unit prevalence", fontsize=10)
         paths.append(_save(fig, out / f"{prefix}au_prevalence.png", plt))
     else:
         notes.append(f"{name}: no action unit labels, au_prevalence.png skipped")
@@ -487,7 +487,7 @@ def _plots_for(check: DatasetCheck, out: Path, prefix: str, plt) -> tuple[list[P
         ax.set_xticks(card.index.to_numpy())
         ax.set_xlabel("true labels per sample")
         ax.set_ylabel("samples")
-        ax.set_title(f"{name}: labels per sample", fontsize=10)
+        ax.set_title(f"{name}\nlabels per sample", fontsize=10)
         paths.append(_save(fig, out / f"{prefix}label_cardinality.png", plt))
     return paths, notes
 
@@ -542,7 +542,7 @@ def _plot_circumplex(v, a, s: LabelStats, name: str, path: Path, plt) -> Path:
                 ax.plot(row["valence_mean"], row["arousal_mean"], "o", color="tab:red", mec="white", ms=5)
                 ax.annotate(str(cls), (row["valence_mean"], row["arousal_mean"]), fontsize=8, color="black",
                             xytext=(4, 3), textcoords="offset points", path_effects=halo)
-    ax.set_title(f"{name}: valence/arousal (n={len(v)})\nclass means in red", fontsize=9)
+    ax.set_title(f"{name}\nvalence/arousal (n={len(v)}), class means in red", fontsize=9)
     return _save(fig, path, plt)
 
 
