@@ -293,3 +293,30 @@ def test_errors_are_affectlab_errors(tmp_path):
         load_dataset("")
     with pytest.raises(AffectlabError):
         load_dataset(f"imagefolder:{tmp_path}")  # no images
+
+
+def test_read_image_formats_and_failures(tmp_path):
+    from affectlab.data.images import crop_box, read_image
+
+    rgb = np.zeros((4, 5, 3), dtype=np.uint8)
+    rgb[..., 0] = 200  # pure red: catches a BGR/RGB swap
+    Image.fromarray(rgb).save(tmp_path / "red.png")
+    Image.fromarray(np.dstack([rgb, np.full((4, 5), 9, np.uint8)])).save(tmp_path / "rgba.png")
+    Image.fromarray(np.full((4, 5), 77, np.uint8)).save(tmp_path / "gray.jpg", quality=100)
+    Image.fromarray(np.full((4, 5), 40000, np.uint16)).save(tmp_path / "deep.png")
+    Image.fromarray(rgb).save(tmp_path / "anim.gif")
+    for name in ("red.png", "rgba.png"):
+        out = read_image(tmp_path / name)
+        assert out.dtype == np.uint8 and out.shape == (4, 5, 3) and out[0, 0].tolist() == [200, 0, 0]
+    gray = read_image(tmp_path / "gray.jpg")
+    assert gray.shape == (4, 5, 3) and abs(int(gray[0, 0, 0]) - 77) <= 1 and gray[0, 0, 0] == gray[0, 0, 2]
+    assert read_image(tmp_path / "deep.png")[0, 0].tolist() == [40000 >> 8] * 3
+    gif = read_image(tmp_path / "anim.gif")
+    assert gif.shape == (4, 5, 3) and gif[0, 0, 0] > 150 and gif[0, 0, 1] < 50
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    assert read_image(tmp_path / "bad.jpg") is None
+    assert read_image(tmp_path / "absent.jpg") is None
+    assert read_image(tmp_path) is None  # a folder
+    big = np.arange(100, dtype=np.uint8).reshape(10, 10, 1).repeat(3, axis=2)
+    assert crop_box(big, -3, 2, 6, 20).shape == (8, 3, 3)  # clamped to the image
+    assert crop_box(big, 12, 0, 5, 5) is None
