@@ -103,7 +103,7 @@ def _int_labels(y, name: str, *, ndim: int | tuple[int, ...] = 1, what: str = "e
         if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
             bad = arr[~np.isfinite(arr) | (arr != np.round(arr))].ravel()[0]
             raise LabelError(f"{name} contains the non-integer value {bad!r}; {what} labels are integers")
-    arr = arr.astype(np.int64)
+    arr = arr.astype(np.int64, copy=False)
     if (arr < -1).any():
         raise LabelError(
             f"{name} contains {int(arr[arr < -1].ravel()[0])}; valid labels are >= 0 and -1 means missing",
@@ -124,7 +124,7 @@ def _binary_labels(y, name: str, *, what: str = "AU") -> np.ndarray:
 
 
 def _float_array(y, name: str, *, allow_nan: bool) -> np.ndarray:
-    arr = _to_numpy(y, name).astype(np.float64)
+    arr = _to_numpy(y, name).astype(np.float64, copy=False)
     if np.isinf(arr).any():
         raise ValueError(f"{name} contains infinite values")
     if not allow_nan and np.isnan(arr).any():
@@ -247,9 +247,10 @@ def confusion_matrix(y_true, y_pred, *, num_classes: int | None = None, labels=N
     keep = t >= 0
     t, p = t[keep], p[keep]
     classes = _resolve_classes(t, p, num_classes, labels)
-    index = {int(c): i for i, c in enumerate(classes)}
-    ti = np.array([index.get(int(v), -1) for v in t], dtype=np.int64)
-    pi = np.array([index.get(int(v), -1) for v in p], dtype=np.int64)
+    top = int(max(classes.max(initial=0), t.max(initial=0), p.max(initial=0))) + 1
+    lookup = np.full(top, -1, dtype=np.int64)
+    lookup[classes] = np.arange(len(classes))
+    ti, pi = lookup[t], lookup[p]
     ok = (ti >= 0) & (pi >= 0)
     k = len(classes)
     cm = np.bincount(ti[ok] * k + pi[ok], minlength=k * k).reshape(k, k)
@@ -417,26 +418,22 @@ def au_f1(y_true, y_score, *, threshold: float = 0.5) -> dict[str, Any]:
             "y_score must be probabilities in [0, 1]; got values in "
             f"[{s.min():g}, {s.max():g}] (apply a sigmoid to AU logits first)"
         )
-    pred = s >= threshold
-    f1 = np.full(t.shape[1], np.nan)
-    missing = []
-    for j in range(t.shape[1]):
-        keep = t[:, j] >= 0
-        if not keep.any():
-            missing.append(j)
-            continue
-        tj, pj = t[keep, j] == 1, pred[keep, j]
-        tp = np.sum(tj & pj)
-        denom = np.sum(tj) + np.sum(pj)
-        f1[j] = 2.0 * tp / denom if denom > 0 else 0.0
+    labelled = t >= 0
+    pos = t == 1
+    pred = (s >= threshold) & labelled
+    tp = np.sum(pos & pred, axis=0)
+    denom = np.sum(pos, axis=0) + np.sum(pred, axis=0)
+    f1 = np.divide(2.0 * tp, denom, out=np.zeros(t.shape[1]), where=denom > 0)
+    has_labels = labelled.any(axis=0)
+    f1[~has_labels] = np.nan
+    missing = np.flatnonzero(~has_labels).tolist()
     if missing:
         warnings.warn(
             f"au_f1: AU column(s) {missing} carry no labels; their F1 is NaN",
             MissingLabelsWarning,
             stacklevel=2,
         )
-    labelled = ~np.isnan(f1)
-    mean = float(f1[labelled].mean()) if labelled.any() else float("nan")
+    mean = float(f1[has_labels].mean()) if has_labels.any() else float("nan")
     return {"f1": f1, "mean": mean}
 
 
