@@ -1,1 +1,45 @@
+"""Media -> faces -> model -> per-frame affect table, plots, annotated video, report.
 
+``affectlab.analyze(inputs, model=...)`` is the entry point (:func:`affectlab.analyze.api.analyze`).
+This package shares its name with that function, and Python binds ``affectlab.analyze``
+to the package as soon as any of its modules is imported; so the package itself is
+made callable and forwards the call to the function. ``affectlab.analyze(...)`` thus
+works whatever was imported before.
+
+Modules: :mod:`~affectlab.analyze.inputs` (files, folders, globs, frame streaming),
+:mod:`~affectlab.analyze.detectors` (registry, Haar, ``none``),
+:mod:`~affectlab.analyze.tracking` (IoU tracker), :mod:`~affectlab.analyze.pipeline`
+(the loop), :mod:`~affectlab.analyze.table` (:class:`AffectTable`),
+:mod:`~affectlab.analyze.writers`, :mod:`~affectlab.analyze.sinks`,
+:mod:`~affectlab.analyze.overlay` (annotated video), :mod:`~affectlab.analyze.report` (HTML).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+
+_LAZY = {
+    "AffectTable": "affectlab.analyze.table",
+    "register_detector": "affectlab.analyze.detectors",
+    "create_detector": "affectlab.analyze.detectors",
+    "available_detectors": "affectlab.analyze.detectors",
+    "load_predictor": "affectlab.analyze.api",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'affectlab.analyze' has no attribute {name!r}")
+
+
+class _CallablePackage(types.ModuleType):
+    def __call__(self, *args, **kwargs):
+        from affectlab.analyze.api import analyze
+
+        return analyze(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

@@ -2,7 +2,8 @@
 
 A detector is any callable ``detector(image) -> ndarray [N, 5]`` taking an RGB ``uint8``
 image ``[H, W, 3]`` and returning one row ``x, y, w, h, score`` per face in pixel
-coordinates of that image (``score`` in [0, 1], higher is surer). Plug another one in
+coordinates of that image (``score`` in [0, 1], higher is surer). An optional attribute
+``crop_margin`` overrides the margin the pipeline adds around its boxes. Plug another one in
 with :func:`register_detector`::
 
     from affectlab.analyze.detectors import register_detector
@@ -204,7 +205,13 @@ class HaarDetector:
 
 
 class WholeImageDetector:
-    """The whole image is the face (``--detector none``: images already cropped)."""
+    """The whole image is the face (``--detector none``: images already cropped).
+
+    ``crop_margin = 0`` tells the pipeline not to pad the crop: the image already is
+    the framing the model expects.
+    """
+
+    crop_margin = 0.0
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         h, w = image.shape[:2]

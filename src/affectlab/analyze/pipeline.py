@@ -157,7 +157,8 @@ class Analyzer:
         self.every, self.start, self.end = every, start, end
         self.batch_size = int(batch_size)
         self.smooth = dict(smooth) if smooth else None
-        self.margin = float(margin)
+        # a detector may know its boxes' framing better (``none``: the image is the crop)
+        self.margin = float(getattr(detector, "crop_margin", margin))
         self.track_iou, self.track_max_age = track_iou, track_max_age
         space = getattr(predictor, "label_space", None)
         self.expressions = list(space.expressions) if space is not None else []

@@ -64,7 +64,7 @@ class TableWriter:
             self._pq = pq.ParquetWriter(str(self.path), self._schema)
 
     def _typed(self, df: pd.DataFrame) -> pd.DataFrame:
-        df = df.reindex(columns=self.columns)
+        df = df.reindex(columns=self.columns).reset_index(drop=True)
         dtypes = column_dtypes(self.columns)
         out = {}
         for c in self.columns:
@@ -91,7 +91,7 @@ class TableWriter:
             df.to_csv(self._fh, header=False, index=False, lineterminator="\n")
             self._fh.flush()
         elif self.format == "json":
-            text = df.to_json(orient="records", lines=True, force_ascii=False, double_precision=7)
+            text = df.to_json(orient="records", lines=True, force_ascii=False, double_precision=10)
             records = ",\n".join(line for line in text.splitlines() if line)
             self._fh.seek(self._json_pos)
             self._fh.write(("," if self.rows else "") + records + "\n")
