@@ -119,6 +119,10 @@ def read_manifest(
                 renames[col] = au_name(col)
             except LabelError:
                 continue
+    canonical = [renames.get(c, c) for c in table.columns]
+    clashes = sorted({c for c in canonical if canonical.count(c) > 1})
+    if clashes:
+        raise DatasetError(f"{source}: several columns name the same label {clashes} (e.g. 'AU12' and 'au12'); keep one")
     table = table.rename(columns=renames)
 
     if split is not None:
