@@ -359,6 +359,14 @@ def test_summarize_rejects_unknown_names_and_mismatches():
         M.summarize(expr_true=[0, 2], expr_scores=s)
     with pytest.raises(ValueError, match=r"\[N, 2\]"):
         M.summarize(va_true=np.zeros((2, 1)), va_pred=np.zeros((2, 1)))
+    with pytest.raises(ValueError, match="va_pred must have the shape of va_true"):
+        M.summarize(va_true=np.zeros((2, 2)), va_pred=np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="au_scores must be probabilities"):
+        M.summarize(au_true=np.zeros((2, 2)), au_scores=np.full((2, 2), 3.0))
+    with pytest.raises(ValueError, match="au_scores must have the shape of au_true"):
+        M.summarize(au_true=np.zeros((2, 2)), au_scores=np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="same number of samples"):
+        M.summarize(expr_true=[0, 1, 1], expr_scores=s)
 
 
 # ------------------------------------------------------------------------- summarize

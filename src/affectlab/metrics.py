@@ -102,7 +102,7 @@ def _int_labels(y, name: str, *, ndim: int | tuple[int, ...] = 1, what: str = "e
             )
         if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
             bad = arr[~np.isfinite(arr) | (arr != np.round(arr))].ravel()[0]
-            raise LabelError(f"{name} contains the non-integer value {bad!r}; {what} labels are integers")
+            raise LabelError(f"{name} contains the non-integer value {float(bad):g}; {what} labels are integers")
     arr = arr.astype(np.int64, copy=False)
     if (arr < -1).any():
         raise LabelError(
@@ -383,6 +383,14 @@ def topk_accuracy(y_true, y_score, k: int = 3) -> float:
     return float(np.mean(hits.any(axis=1)[keep]))
 
 
+def _check_probabilities(s: np.ndarray, name: str) -> None:
+    if s.size and (s.min() < 0.0 or s.max() > 1.0):
+        raise ValueError(
+            f"{name} must be probabilities in [0, 1]; got values in "
+            f"[{s.min():g}, {s.max():g}] (apply a sigmoid to AU logits first)"
+        )
+
+
 def au_f1(y_true, y_score, *, threshold: float = 0.5) -> dict[str, Any]:
     """Per-AU F1 of binarized AU probabilities, and their mean.
 
@@ -413,11 +421,7 @@ def au_f1(y_true, y_score, *, threshold: float = 0.5) -> dict[str, Any]:
     s = _float_array(y_score, "y_score", allow_nan=False)
     if s.shape != t.shape:
         raise ValueError(f"y_true and y_score must have the same shape [N, K], got {t.shape} and {s.shape}")
-    if s.size and (s.min() < 0.0 or s.max() > 1.0):
-        raise ValueError(
-            "y_score must be probabilities in [0, 1]; got values in "
-            f"[{s.min():g}, {s.max():g}] (apply a sigmoid to AU logits first)"
-        )
+    _check_probabilities(s, "y_score")
     labelled = t >= 0
     pos = t == 1
     pred = (s >= threshold) & labelled
@@ -791,7 +795,11 @@ def summarize(
             raise LabelError(f"duplicate AU names {list(au_names)}")
         if len(au_names) != k:
             raise ValueError(f"au_true has {k} columns but {len(au_names)} AU names were given: {list(au_names)}")
-        au_res = au_f1(t, au_scores, threshold=au_threshold)
+        s = _float_array(au_scores, "au_scores", allow_nan=False)
+        if s.shape != t.shape:
+            raise ValueError(f"au_scores must have the shape of au_true {tuple(t.shape)}, got {tuple(s.shape)}")
+        _check_probabilities(s, "au_scores")
+        au_res = au_f1(t, s, threshold=au_threshold)
         out["au_f1"] = {n: _json_float(v) for n, v in zip(au_names, au_res["f1"])}
         out["au_f1_mean"] = _json_float(au_res["mean"])
 
