@@ -197,7 +197,11 @@ def test_ccc_loss_constant_predictions_are_finite():
     p2 = torch.full((8, 2), 0.2, dtype=torch.float64, requires_grad=True)
     loss2 = L.ccc_loss(p2, const_t)
     loss2.backward()
-    assert torch.isfinite(loss2) and torch.isfinite(p2.grad).all()
+    assert loss2.item() == 0.0 and torch.isfinite(p2.grad).all()  # equal constants: perfect
+    p3 = torch.full((8, 2), -0.5, dtype=torch.float64, requires_grad=True)
+    loss3 = L.ccc_loss(p3, const_t)
+    loss3.backward()
+    assert loss3.item() == pytest.approx(1.0) and torch.isfinite(p3.grad).all()
 
 
 def test_masked_mse_hand_computed():

@@ -317,9 +317,10 @@ def ccc_loss(pred: torch.Tensor, target, *, reduction: str = "mean", eps: float 
     The VA loss of SMM-EmotionNet (002_cc6a0f1ad67f694b.txt, equation 6:
     ``1 - CCC^V + 1 - CCC^A``, i.e. ``reduction="sum"``) and the ``L_CCC`` term of CAGE
     (001_01df4aa5e26e8a28.txt, equation 2). CCC uses population (1/N) moments as in
-    :func:`affectlab.metrics.ccc`; the denominator is clamped at ``eps`` so constant
-    predictions on constant targets give a finite loss. A dimension with fewer than two
-    labelled samples has no defined CCC and contributes 0.
+    :func:`affectlab.metrics.ccc`; the denominator is clamped at ``eps`` so
+    near-constant series give a finite loss and gradient, and predictions equal to a
+    constant target count as perfect (loss 0), as in the metric. A dimension with fewer
+    than two labelled samples has no defined CCC and contributes 0.
 
     Parameters
     ----------
@@ -353,7 +354,9 @@ def ccc_loss(pred: torch.Tensor, target, *, reduction: str = "mean", eps: float 
         mx, my = x.mean(), y.mean()
         vx, vy = ((x - mx) ** 2).mean(), ((y - my) ** 2).mean()
         cov = ((x - mx) * (y - my)).mean()
-        ccc = 2.0 * cov / (vx + vy + (mx - my) ** 2).clamp_min(eps)
+        denom = vx + vy + (mx - my) ** 2
+        # denom == 0 only when predictions equal a constant target: perfect, as in metrics.ccc
+        ccc = torch.where(denom > 0, 2.0 * cov / denom.clamp_min(eps), torch.ones_like(denom))
         terms.append(1.0 - ccc)
         defined.append(True)
     stacked = torch.stack(terms)
