@@ -256,6 +256,7 @@ def test_data_check_bad_spec_is_one_line_error(tmp_path, capsys):
     assert code == 2 and "unknown dataset format" in err
 
 
+@pytest.mark.realdata
 @pytest.mark.skipif(not CKPLUS.is_dir(), reason="shared CK+48 data not present")
 def test_data_check_on_ckplus(tmp_path, capsys):
     plots = tmp_path / "ck"

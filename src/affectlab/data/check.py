@@ -459,7 +459,10 @@ def _plots_for(check: DatasetCheck, out: Path, prefix: str, plt) -> tuple[list[P
         v = pd.to_numeric(labels["valence"], errors="coerce").to_numpy(dtype=float)
         a = pd.to_numeric(labels["arousal"], errors="coerce").to_numpy(dtype=float)
         ok = np.isfinite(v) & np.isfinite(a)
-        paths.append(_plot_circumplex(v[ok], a[ok], s, name, out / f"{prefix}va_circumplex.png", plt))
+        if ok.any():
+            paths.append(_plot_circumplex(v[ok], a[ok], s, name, out / f"{prefix}va_circumplex.png", plt))
+        else:
+            notes.append(f"{name}: no sample has both valence and arousal, va_circumplex.png skipped")
         groups = _va_groups(labels, s)
         if groups:
             paths.append(_plot_va_boxes(groups, name, out / f"{prefix}va_per_class.png", plt))

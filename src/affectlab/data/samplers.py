@@ -20,7 +20,7 @@ With Lightning, build the DataLoader with these samplers and set
 from __future__ import annotations
 
 import math
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import numpy as np
 import torch

@@ -367,7 +367,10 @@ class LabelStats:
 
     @property
     def has_va(self) -> bool:
-        return self.va is not None and int(self.va.loc["all", "n"]) > 0
+        if self.va is None:
+            return False
+        row = self.va.loc["all"]
+        return bool(np.isfinite(row["valence_mean"]) or np.isfinite(row["arousal_mean"]))
 
     def to_dict(self) -> dict:
         """JSON-friendly nested dict (tables as {row: {column: value}})."""
@@ -423,7 +426,7 @@ def summarize(data, label_space: LabelSpace | None = None) -> LabelStats:
     if space.aus:
         stats.au = au_prevalence(frame, space.aus)
         stats.au_pos_weights = au_positive_weights(frame, space.aus)
-    if classes and stats.counts.sum() > 0:
+    if len(stats.counts) and stats.counts.sum() > 0:
         if multilabel:
             from affectlab import losses
 
