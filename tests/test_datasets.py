@@ -320,3 +320,19 @@ def test_read_image_formats_and_failures(tmp_path):
     big = np.arange(100, dtype=np.uint8).reshape(10, 10, 1).repeat(3, axis=2)
     assert crop_box(big, -3, 2, 6, 20).shape == (8, 3, 3)  # clamped to the image
     assert crop_box(big, 12, 0, 5, 5) is None
+
+
+def test_datasets_command_lists_formats_and_describes_a_spec(manifest, capsys):
+    from affectlab.cli import main
+
+    assert main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    for name in ("affectnet", "rafdb", "fer2013", "abaw", "disfa", "emotic", "manifest", "imagefolder", "ckplus"):
+        assert name in out
+    assert "threshold=2" in out and "variant=8" in out
+    assert main(["datasets", str(manifest / "labels.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "4 samples" in out and "3 expressions" in out
+    assert main(["datasets", "nosuchformat:/x"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown dataset format 'nosuchformat'" in err and "valid formats" in err
