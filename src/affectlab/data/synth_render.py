@@ -109,7 +109,12 @@ class FaceParams:
 
 
 class _Canvas:
-    """An image plus the pose transform from the face frame to pixels."""
+    """An image, the pose transform from the face frame to pixels, and a draw queue.
+
+    Primitives are queued and drawn by :meth:`flush`, which maps the points of all of
+    them to pixels in one matrix product: per-primitive transforms cost more than the
+    drawing itself at these sizes.
+    """
 
     def __init__(self, img: np.ndarray, size: int, angle: float, scale: float, dx: float, dy: float):
         self.img = img
@@ -118,31 +123,45 @@ class _Canvas:
         theta = np.deg2rad(angle)
         self.k = size * scale
         c, s = np.cos(theta), np.sin(theta)
-        # rows are images of the x and y unit vectors, times pixels per unit
-        # fixed-point map: pixels * 2**shift, +0.5 so the int cast rounds
+        # rows are images of the x and y unit vectors; fixed-point pixels * 2**shift, and
+        # +0.5 so that the int cast rounds
         self.A = self.k * _ONE * np.array([[c, s], [-s, c]])
         self.b = np.array([size * (0.5 + dx), size * (0.5 + dy)]) * _ONE + 0.5
         self.thin = max(1, int(round(size / 110)))
+        self._pts: list[np.ndarray] = []
+        self._ops: list[tuple] = []
 
-    def px(self, pts: np.ndarray) -> np.ndarray:
-        """Face-frame points (N, 2) -> fixed-point pixel coordinates (N, 2) int32."""
-        return (np.asarray(pts, dtype=np.float64) @ self.A + self.b).astype(np.int32)
+    def _add(self, pts) -> int:
+        self._pts.append(pts)
+        return len(pts)
 
-    def fill(self, pts, color, *more) -> None:
-        polys = [self.px(pts)] + [self.px(m) for m in more]
-        cv2.fillPoly(self.img, polys, _col(color), _AA, _SHIFT)
+    def fill(self, pts, color) -> None:
+        self._ops.append(("fill", self._add(pts), _col(color), None))
 
-    def line(self, pts, color, thickness: int | None = None, closed: bool = False) -> None:
-        cv2.polylines(self.img, [self.px(pts)], closed, _col(color), thickness or self.thin, _AA, _SHIFT)
+    def line(self, pts, color, thickness: int | None = None) -> None:
+        self._ops.append(("line", self._add(pts), _col(color), thickness or self.thin))
 
     def ellipse(self, center, axes, color, angle: float = 0.0) -> None:
-        c = self.px(np.asarray(center, dtype=np.float64)[None])[0]
-        ax = np.maximum(np.round(np.asarray(axes, dtype=np.float64) * self.k * _ONE), 1).astype(int)
+        ax = (max(1, int(axes[0] * self.k * _ONE + 0.5)), max(1, int(axes[1] * self.k * _ONE + 0.5)))
         # the pose rotates counter-clockwise on screen; cv2 angles run clockwise
-        cv2.ellipse(
-            self.img, (int(c[0]), int(c[1])), (int(ax[0]), int(ax[1])), angle - self.angle, 0, 360,
-            _col(color), -1, _AA, _SHIFT,
-        )
+        self._ops.append(("ellipse", self._add(np.reshape(center, (1, 2))), _col(color), (ax, angle - self.angle)))
+
+    def flush(self) -> None:
+        """Draw the queued primitives in order."""
+        if not self._ops:
+            return
+        allp = (np.concatenate(self._pts) @ self.A + self.b).astype(np.int32)
+        img, i = self.img, 0
+        for kind, n, color, extra in self._ops:
+            q = allp[i : i + n]
+            i += n
+            if kind == "fill":
+                cv2.fillPoly(img, [q], color, _AA, _SHIFT)
+            elif kind == "line":
+                cv2.polylines(img, [q], False, color, extra, _AA, _SHIFT)
+            else:
+                cv2.ellipse(img, (int(q[0, 0]), int(q[0, 1])), extra[0], extra[1], 0, 360, color, -1, _AA, _SHIFT)
+        self._pts, self._ops = [], []
 
 
 def _col(c) -> tuple:
@@ -270,6 +289,7 @@ def render_face(params: FaceParams) -> np.ndarray:
     _draw_face(cv, p)
     if p.occlusion:
         _draw_occlusion(cv, p.occlusion)
+    cv.flush()
     return _finish(cv.img, p)
 
 
