@@ -694,16 +694,19 @@ def load_dataset(
     split = info.resolve_split(parsed.split)
 
     if split is None and info.splits and not info.reader_handles_split:
-        parts = []
+        parts, absent = [], []
         for s in info.splits:
             try:
                 part = info.func(root, s, **reader_opts)
-            except SplitAbsent:
+            except SplitAbsent as exc:
+                absent.append(str(exc))
                 continue
             part.labels.insert(len(part.labels.columns), "split", s)
             parts.append(part)
         if not parts:
-            raise DatasetError(f"{parsed.format}: found none of the splits {', '.join(info.splits)} under {root}")
+            raise DatasetError(
+                f"{parsed.format}: found none of the splits {', '.join(info.splits)} under {root}: " + "; ".join(absent)
+            )
         result = _concat_results(parts)
     else:
         result = info.func(root, split, **reader_opts)
