@@ -67,6 +67,22 @@ def test_resize_matches_torchvision_resize():
     torch.testing.assert_close(out, ref, atol=1 / 255 + 1e-6, rtol=0)
 
 
+def test_bicubic_interpolation_matches_torchvision():
+    from torchvision.transforms import InterpolationMode
+
+    img = _image(64, 48, seed=2)
+    ref = TF.resize(
+        torch.from_numpy(img).permute(2, 0, 1), [20, 20], interpolation=InterpolationMode.BICUBIC, antialias=True
+    ).float() / 255.0
+    out = build_transform("eval", 20, "none", interpolation="bicubic")(img)
+    # uint8 bicubic kernels round (and clamp overshoot) slightly differently
+    torch.testing.assert_close(out, ref, atol=2 / 255 + 1e-6, rtol=0)
+    bilinear = build_transform("eval", 20, "none")(img)
+    assert not torch.allclose(out, bilinear)
+    with pytest.raises(ConfigError, match="bicubic"):
+        build_transform("eval", 20, interpolation="lanczos")
+
+
 def test_eval_is_deterministic_and_train_presets_are_random():
     img = _image()
     ev = build_transform("cage", 32, "imagenet", train=False)

@@ -151,20 +151,25 @@ def crop_face(image, box: Sequence[float], margin: float = 0.2, square: bool = T
     return out
 
 
-def _augmentations(preset: str, size: tuple[int, int]) -> tuple[list, list]:
+#: Resampling filters accepted by :func:`build_transform` (CLIP was trained with bicubic).
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+
+
+def _augmentations(preset: str, size: tuple[int, int], interpolation: str = "bilinear") -> tuple[list, list]:
     """(geometric/colour ops before normalisation, ops after it) for a training preset."""
+    mode = v2.InterpolationMode(interpolation)
     if preset == "eval":
-        return [v2.Resize(size, antialias=True)], []
+        return [v2.Resize(size, interpolation=mode, antialias=True)], []
     if preset == "default":
         return [
-            v2.RandomResizedCrop(size, scale=(0.85, 1.0), ratio=(0.9, 1.1), antialias=True),
+            v2.RandomResizedCrop(size, scale=(0.85, 1.0), ratio=(0.9, 1.1), interpolation=mode, antialias=True),
             v2.RandomHorizontalFlip(p=0.5),
             v2.RandomRotation(5),
             v2.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1),
         ], []
     if preset == "cage":
         return [
-            v2.Resize(size, antialias=True),
+            v2.Resize(size, interpolation=mode, antialias=True),
             v2.RandomHorizontalFlip(p=0.5),
             v2.RandomGrayscale(p=0.01),
             v2.RandomRotation(10),
@@ -188,6 +193,7 @@ class ImageTransform:
     train: bool
     margin: float
     pipeline: Callable
+    interpolation: str = "bilinear"
 
     def __call__(self, image, box: Sequence[float] | None = None) -> torch.Tensor:
         arr = to_rgb_uint8(image)
@@ -204,6 +210,7 @@ class ImageTransform:
             "normalize": self.normalize,
             "train": self.train,
             "margin": self.margin,
+            "interpolation": self.interpolation,
         }
 
 
@@ -214,6 +221,7 @@ def build_transform(
     train: bool = False,
     *,
     margin: float = 0.2,
+    interpolation: str = "bilinear",
 ) -> ImageTransform:
     """Build the preprocessing for a backbone.
 
@@ -230,6 +238,8 @@ def build_transform(
         Whether to apply the preset's random augmentations.
     margin : float
         Face-crop margin used when the transform is called with a ``box``.
+    interpolation : {"bilinear", "bicubic", "nearest"}
+        Resampling filter of the resize (antialiased when shrinking).
 
     Returns
     -------
@@ -258,12 +268,20 @@ def build_transform(
     hw = _check_size(size)
     if not (isinstance(margin, (int, float)) and np.isfinite(margin) and margin >= 0):
         raise ConfigError(f"face crop margin must be a number >= 0, got {margin!r}")
-    before, after = _augmentations(preset if train else "eval", hw)
+    if interpolation not in INTERPOLATIONS:
+        raise ConfigError(f"unknown interpolation {interpolation!r}; known: {', '.join(INTERPOLATIONS)}")
+    before, after = _augmentations(preset if train else "eval", hw, interpolation)
     ops = [*before, v2.ToDtype(torch.float32, scale=True)]
     stats = NORMALIZATIONS[normalize]
     if stats is not None:
         ops.append(v2.Normalize(mean=list(stats[0]), std=list(stats[1])))
     ops.extend(after)
     return ImageTransform(
-        preset=preset, size=hw, normalize=normalize, train=bool(train), margin=float(margin), pipeline=v2.Compose(ops)
+        preset=preset,
+        size=hw,
+        normalize=normalize,
+        train=bool(train),
+        margin=float(margin),
+        pipeline=v2.Compose(ops),
+        interpolation=interpolation,
     )
