@@ -425,3 +425,15 @@ def test_ckplus48_real_data():
     train, test = ds.split_by("subject", (0.8, 0.2), seed=0)
     assert not set(train.labels["subject"]) & set(test.labels["subject"])
     assert len(test) == pytest.approx(0.2 * 981, abs=40)
+
+
+def test_abaw_all_splits_merge_label_spaces(abaw):
+    val = abaw / "Third ABAW Annotations" / "EXPR_Classification_Challenge" / "Validation_Set"
+    val.mkdir()
+    (val / "vid2.txt").write_text("Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise,Other\n3\n")
+    ds = load_dataset(f"abaw:{abaw}")
+    assert list(ds.labels["split"]) == ["Train"] * 4 + ["Validation"]
+    assert ds.labels["expression"].iloc[-1] == "fear"
+    # the Validation split has only EXPR, Train has all three: the union is kept
+    assert ds.label_space.tasks == ("expr", "va", "au") and len(ds.label_space.expressions) == 8
+    assert ds.labels["AU1"].iloc[-1] == -1 and np.isnan(ds.labels["valence"].iloc[-1])

@@ -163,6 +163,12 @@ class LabeledDataset(Dataset, abc.ABC):
                 values = pd.to_numeric(labels[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
                 au[:, j] = np.where(np.isnan(values), float(MISSING_AU), values)
         self._expr, self._va, self._au = expr, va, au
+        # EMOTIC's third continuous label; only datasets that have it carry the key
+        self._dominance = None
+        if "dominance" in labels.columns:
+            self._dominance = pd.to_numeric(labels["dominance"], errors="coerce").to_numpy(
+                dtype=np.float32, na_value=np.nan
+            )
         # numpy arrays, not Python objects: DataLoader workers forked from this process
         # then share the pages instead of copying them as reference counts change
         self._paths = labels["path"].to_numpy(dtype=str) if n else np.array([], dtype=str)
@@ -170,17 +176,21 @@ class LabeledDataset(Dataset, abc.ABC):
         self._boxes = labels[list(BOX_COLUMNS)].to_numpy(dtype=np.float64, na_value=np.nan) if has_box else None
 
     def targets(self, i: int) -> dict[str, torch.Tensor]:
-        """The label part of sample ``i``: ``expr``, ``va``, ``au``, ``index`` (batch.py contract)."""
+        """The label part of sample ``i``: ``expr``, ``va``, ``au``, ``index`` (batch.py contract),
+        plus ``dominance`` (float32 [], NaN missing) when the labels have that column (EMOTIC)."""
         if self.label_space.multilabel:
             expr = torch.from_numpy(self._expr[i].copy())
         else:
             expr = torch.tensor(int(self._expr[i]), dtype=torch.int64)
-        return {
+        out = {
             "expr": expr,
             "va": torch.from_numpy(self._va[i].copy()),
             "au": torch.from_numpy(self._au[i].copy()),
             "index": torch.tensor(i, dtype=torch.int64),
         }
+        if self._dominance is not None:
+            out["dominance"] = torch.tensor(float(self._dominance[i]), dtype=torch.float32)
+        return out
 
     @property
     def expr_targets(self) -> np.ndarray:
@@ -739,13 +749,30 @@ def _concat_results(parts: list[ReadResult]) -> ReadResult:
     labels = pd.concat([p.labels for p in parts], ignore_index=True, sort=False)
     for col in au_columns(labels):
         labels[col] = labels[col].fillna(MISSING_AU).astype(np.int8)
-    space = parts[0].label_space
-    if space is not None and any(p.label_space != space for p in parts[1:]):
-        space = None
+    spaces = [p.label_space for p in parts]
+    space = None if any(sp is None for sp in spaces) else merge_label_spaces(spaces)
     images = None
     if all(p.images is not None for p in parts):
         images = np.concatenate([p.images for p in parts])
     return ReadResult(labels, space, images, check_files=all(p.check_files for p in parts))
+
+
+def merge_label_spaces(spaces: Sequence[LabelSpace]) -> LabelSpace:
+    """The union of label spaces: classes in canonical order (first-seen for multi-label), AUs by number."""
+    multilabel = {sp.multilabel for sp in spaces if sp.expressions}
+    if len(multilabel) > 1:
+        raise LabelError("cannot merge single-label and multi-label expression spaces")
+    names: list[str] = []
+    for sp in spaces:
+        names.extend(e for e in sp.expressions if e not in names)
+    if not multilabel or multilabel == {False}:
+        names = [e for e in ALL_EXPRESSIONS if e in names] + [e for e in names if e not in ALL_EXPRESSIONS]
+    return LabelSpace(
+        expressions=tuple(names),
+        aus=tuple(sort_aus(a for sp in spaces for a in sp.aus)),
+        va=any(sp.va for sp in spaces),
+        multilabel=multilabel == {True},
+    )
 
 
 def drop_missing_images(labels: pd.DataFrame, *, name: str) -> np.ndarray:
