@@ -70,6 +70,7 @@ __all__ = [
     "sample_identity",
     "sample_params",
     "sample_batch",
+    "sample_labels",
     "generate",
     "label_columns",
 ]
@@ -606,6 +607,30 @@ def sample_batch(
     for i, p in enumerate(plan.params):
         images[i] = render_face(p)
     return images, _frame(plan, settings)
+
+
+def sample_labels(
+    n: int,
+    seed: int = 0,
+    *,
+    subjects=None,
+    expressions=None,
+    label_noise: float = 0.0,
+    drop_labels: float = 0.0,
+    keep=_TASKS,
+    sequences: int = 0,
+    frames: int = 0,
+) -> pd.DataFrame:
+    """The labels :func:`sample_batch` / :func:`generate` would produce, without drawing.
+
+    Labels do not depend on the image size, so this is the fast way to get label
+    statistics of a synthetic set (about 2000 rows per second).
+    """
+    plan, settings = _plan(
+        n, size=32, seed=seed, subjects=subjects, label_noise=label_noise, drop_labels=drop_labels,
+        keep=keep, sequences=sequences, frames=frames, expressions=expressions,
+    )
+    return _frame(plan, settings)
 
 
 def _prepare_out_dir(out: Path, overwrite: bool) -> None:

@@ -27,7 +27,7 @@ AU14    lip corners pulled in, dimples (per side: contempt)
 AU15    lip corners down, marionette lines
 AU16    lower lip down and everted, lower teeth visible
 AU17    lower lip pushed up, chin boss line
-AU20    lips stretched sideways and flattened
+AU20    lips stretched sideways and flattened, neck cords
 AU23    lips thinned and narrowed
 AU25    lips part
 AU26    jaw drops: mouth opens, chin and face lengthen
@@ -320,6 +320,11 @@ def _draw_face(cv: _Canvas, p: FaceParams) -> None:
     cv.fill(np.array([[-neck_w, 0.1], [neck_w, 0.1], [neck_w * 1.1, 0.7], [-neck_w * 1.1, 0.7]]), skin * 0.82)
     shirt = idn["shirt"]
     cv.fill(np.array([[-0.6, Hl + 0.08], [0.6, Hl + 0.08], [0.7, 0.7], [-0.7, 0.7]]), shirt)
+    n20 = n(20)
+    if n20 > 0.02:  # AU20 tenses the platysma: cords on the neck
+        for side in (-1, 1):
+            cv.line(_mirror(np.array([[neck_w * 0.35, Hl - 0.02], [neck_w * 0.8, Hl + 0.1]]), side),
+                    _shade(skin * 0.82, 0.9 * n20), cv.thin + 1)
     for side in (-1, 1):
         cv.ellipse((side * W * 0.97, 0.0), (0.035, 0.06), skin * 0.9)
 
@@ -462,8 +467,8 @@ def _draw_mouth(cv: _Canvas, idn: dict, n, skin, mouth_y: float, mw: float, nw: 
     corners = {}
     for side in (-1, 1):
         n12, n14 = n(12, side), n(14, side)
-        cx = mw * (1 + 0.22 * n20 + 0.14 * n12 - 0.2 * n23 - 0.12 * n14)
-        cy = mouth_y - 0.05 * n12 + 0.038 * n15 + 0.01 * n20 - 0.006 * n14 + 0.008 * n17 + 0.012 * n26
+        cx = mw * (1 + 0.3 * n20 + 0.14 * n12 - 0.2 * n23 - 0.12 * n14)
+        cy = mouth_y - 0.05 * n12 + 0.038 * n15 + 0.016 * n20 - 0.006 * n14 + 0.008 * n17 + 0.012 * n26
         corners[side] = (cx, cy)
     gap = 0.016 * n25 + 0.06 * n26
     lip_mid = mouth_y + 0.01 * n26
