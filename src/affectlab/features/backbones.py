@@ -382,12 +382,17 @@ def _conv_bn_relu(cin: int, cout: int, stride: int) -> nn.Sequential:
 class SmallCNN(Backbone):
     """A plain conv-bn-relu CNN for CPU work: four stages, each halving the resolution.
 
-    Every stage is a stride-2 block followed by ``depth - 1`` stride-1 blocks; ``"map"``
-    is the last stage's output (input_size / 16 on a side), ``"global"`` its average.
+    Stage ``i`` is a stride-2 block followed by ``depths[i] - 1`` stride-1 blocks;
+    ``"map"`` is the last stage's output (input_size / 16 on a side), ``"global"`` its
+    average. Convolutions run in channels-last memory layout (2-3x faster on CPU for
+    these narrow layers); the returned map is contiguous.
     """
 
-    def __init__(self, *, name: str, widths=(24, 48, 96, 192), depth: int = 2, input_size: int = 64):
+    def __init__(self, *, name: str, widths=(24, 48, 96, 192), depths=(1, 2, 2, 2), input_size: int = 64):
         widths = tuple(int(w) for w in widths)
+        depths = tuple(int(d) for d in depths)
+        if len(widths) != len(depths) or min(depths) < 1:
+            raise ConfigError(f"SmallCNN needs one depth >= 1 per stage, got widths={widths} depths={depths}")
         super().__init__(
             name=name,
             out_dim=widths[-1],
@@ -396,9 +401,9 @@ class SmallCNN(Backbone):
         )
         layers: list[nn.Module] = []
         cin = 3
-        for w in widths:
+        for w, d in zip(widths, depths):
             layers.append(_conv_bn_relu(cin, w, 2))
-            layers.extend(_conv_bn_relu(w, w, 1) for _ in range(depth - 1))
+            layers.extend(_conv_bn_relu(w, w, 1) for _ in range(d - 1))
             cin = w
         self.body = nn.Sequential(*layers)
         for m in self.modules():
@@ -406,24 +411,24 @@ class SmallCNN(Backbone):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        fmap = self.body(x)
+        fmap = self.body(x.contiguous(memory_format=torch.channels_last)).contiguous()
         return {"global": fmap.mean(dim=(2, 3)), "map": fmap}
 
 
-def _builtin(widths, depth, default_size):
+def _builtin(name, widths, depths, default_size):
     def factory(*, pretrained: bool = False, weights=None, input_size: int = default_size) -> Backbone:
         if pretrained:
             raise ConfigError(
                 "built-in CNNs have no standard pretrained weights; train one or pass weights=PATH"
             )
-        bb = SmallCNN(name="builtin", widths=widths, depth=depth, input_size=input_size)
+        bb = SmallCNN(name=name, widths=widths, depths=depths, input_size=input_size)
         return _finish(bb, weights=weights)
 
     return factory
 
 
-register_backbone("builtin:cnn-small")(_builtin((24, 48, 96, 192), 2, 64))
-register_backbone("builtin:cnn-tiny")(_builtin((8, 16, 32, 32), 1, 32))
+register_backbone("builtin:cnn-small")(_builtin("builtin:cnn-small", (24, 48, 96, 192), (1, 2, 2, 2), 64))
+register_backbone("builtin:cnn-tiny")(_builtin("builtin:cnn-tiny", (8, 16, 32, 32), (1, 1, 1, 1), 32))
 
 
 # -- torchvision ------------------------------------------------------------------------
