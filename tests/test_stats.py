@@ -248,6 +248,10 @@ def test_data_check_reports_missing_images(synth_dir, tmp_path, capsys):
     assert code == 0
     assert "2 of 48 annotated" in out
     assert "46" in out
+    # reader options pass through; unchecked files are reported as such
+    code = main(["data", "check", str(copy), "-o", "check_files=false"])
+    out = capsys.readouterr().out
+    assert code == 0 and "not checked" in out and "48" in out
 
 
 def test_data_check_bad_spec_is_one_line_error(tmp_path, capsys):

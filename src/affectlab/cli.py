@@ -295,6 +295,9 @@ def data_check_cmd(
     spec2: Optional[str] = typer.Argument(None, help="Optional second spec (validation split) to compare with SPEC."),
     plots: Optional[Path] = typer.Option(None, "--plots", help="Write the analysis figures (PNG) into this folder."),
     decode: bool = typer.Option(False, "--decode", help="Also decode every image and count unreadable ones (slow)."),
+    option: Optional[List[str]] = typer.Option(
+        None, "--option", "-o", help="Reader option KEY=VALUE (YAML value), repeatable: -o variant=7."
+    ),
 ):
     """Validate a dataset and print its label statistics.
 
@@ -309,8 +312,9 @@ def data_check_cmd(
     `affectlab data check affectnet:/data/AffectNet:train affectnet:/data/AffectNet:val`.
     """
     from affectlab.data.check import check_dataset, render_report
+    from affectlab.train.config import parse_set
 
-    render_report(check_dataset(spec, spec2, plots=plots, decode=decode))
+    render_report(check_dataset(spec, spec2, plots=plots, decode=decode, options=parse_set(option or ())))
 
 
 @app.command("transfer-va")

@@ -37,8 +37,8 @@ class DatasetCheck:
     name: str
     labels: pd.DataFrame
     stats: LabelStats
-    #: rows dropped at load because their image file does not exist
-    missing_images: int = 0
+    #: rows dropped at load because their image file does not exist (None: not checked)
+    missing_images: int | None = 0
     #: rows in the annotation files before missing images were dropped
     annotated: int = 0
     #: images that exist but could not be decoded (None unless decode=True)
@@ -62,7 +62,7 @@ class CheckReport:
     notes: list[str] = field(default_factory=list)
 
 
-def _load(spec: str, *, decode: bool, progress: bool) -> DatasetCheck:
+def _load(spec: str, *, decode: bool, progress: bool, options: dict | None = None) -> DatasetCheck:
     from affectlab.data.datasets import load_dataset
 
     # The reader both warns and logs about missing images; the report shows the warning,
@@ -73,7 +73,7 @@ def _load(spec: str, *, decode: bool, progress: bool) -> DatasetCheck:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            ds = load_dataset(spec)
+            ds = load_dataset(spec, **(options or {}))
     finally:
         logger.removeHandler(quiet)
     messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
@@ -83,13 +83,15 @@ def _load(spec: str, *, decode: bool, progress: bool) -> DatasetCheck:
         if hit:
             missing += int(hit.group(1))
     labels = ds.labels
+    if options and options.get("check_files") is False:
+        missing = None
     check = DatasetCheck(
         spec=str(spec),
         name=getattr(ds, "name", str(spec)),
         labels=labels,
         stats=summarize(ds),
         missing_images=missing,
-        annotated=len(labels) + missing,
+        annotated=len(labels) + (missing or 0),
         warnings=messages,
     )
     if decode:
@@ -119,6 +121,7 @@ def check_dataset(
     plots: str | Path | None = None,
     decode: bool = False,
     progress: bool = True,
+    options: dict | None = None,
 ) -> CheckReport:
     """Validate one dataset (or a train/validation pair) and summarise its labels.
 
@@ -135,6 +138,9 @@ def check_dataset(
         Also decode every image and count the unreadable ones (slower: reads the data).
     progress : bool
         Show a progress bar while decoding.
+    options : dict, optional
+        Reader options passed to :func:`affectlab.load_dataset` for both specs
+        (``{"variant": 7}``, ``{"columns": {"image": "path"}}`` ...).
 
     Returns
     -------
@@ -145,9 +151,9 @@ def check_dataset(
     AffectlabError
         Whatever the reader reports for a malformed dataset (file, line, expected form).
     """
-    checks = [_load(spec, decode=decode, progress=progress)]
+    checks = [_load(spec, decode=decode, progress=progress, options=options)]
     if spec2 is not None:
-        checks.append(_load(spec2, decode=decode, progress=progress))
+        checks.append(_load(spec2, decode=decode, progress=progress, options=options))
     report = CheckReport(datasets=checks)
     if len(checks) == 2:
         report.comparison = compare_splits(checks[0].labels, checks[1].labels, label_space=_shared_space(checks))
@@ -256,7 +262,10 @@ def _render_one(check: DatasetCheck, console) -> None:
     head = Table(title=f"{check.name}", show_header=False, title_justify="left", title_style="bold")
     head.add_row("samples", _fmt(s.n))
     head.add_row("tasks", ", ".join(space.tasks) or "none")
-    head.add_row("images missing (dropped)", f"{_fmt(check.missing_images)} of {_fmt(check.annotated)} annotated")
+    if check.missing_images is None:
+        head.add_row("images missing (dropped)", "not checked (check_files=false)")
+    else:
+        head.add_row("images missing (dropped)", f"{_fmt(check.missing_images)} of {_fmt(check.annotated)} annotated")
     if check.unreadable is not None:
         head.add_row("images unreadable", _fmt(check.unreadable)
                      + (f" (first: {', '.join(check.unreadable_examples)})" if check.unreadable_examples else ""))
