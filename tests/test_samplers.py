@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import chisquare
 from torch.utils.data import ConcatDataset, DataLoader, TensorDataset
 
@@ -154,3 +156,30 @@ def test_balanced_sampler_on_a_dataset(tmp_path):
     codes = ds.expr_targets[list(s)]
     assert np.all(codes >= 0)
     assert abs(np.mean(codes == ds.label_space.expression_index("fear")) - 0.5) < 0.04
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 60), min_size=1, max_size=4),
+    per=st.integers(1, 7),
+    world=st.integers(1, 3),
+    seed=st.integers(0, 10_000),
+)
+def test_multitask_property_equal_parts_in_range(sizes, per, world, seed):
+    k = len(sizes)
+    bounds = np.cumsum([0] + sizes)
+    batches = [
+        b
+        for rank in range(world)
+        for b in MultiTaskBatchSampler(sizes, batch_size=per * k, seed=seed, num_replicas=world, rank=rank)
+    ]
+    assert len(batches) % world == 0
+    assert len(batches) >= -(-max(sizes) // per)
+    for b in batches:
+        parts = np.asarray(b).reshape(k, per)
+        for d in range(k):
+            assert np.all((parts[d] >= bounds[d]) & (parts[d] < bounds[d + 1]))
+    # over all ranks, the largest dataset is covered completely
+    big = int(np.argmax(sizes))
+    seen = {i for b in batches for i in np.asarray(b).reshape(k, per)[big]}
+    assert seen == set(range(bounds[big], bounds[big + 1]))
