@@ -1,0 +1,327 @@
+"""Inference with a trained model: face crops in, expression / VA / AU predictions out.
+
+::
+
+    from affectlab.predictor import Predictor
+    pred = Predictor.load("runs/baseline")          # a run directory or a model.ckpt
+    out = pred.predict(crops)                        # list of HxWx3 uint8 RGB face crops
+    out["expr_prob"], out["va"], out["au_prob"]      # numpy arrays, one row per crop
+    table = pred.predict_table(crops)                # expr_<name>, expression, valence, arousal, AU<k>
+
+Images are resized and normalised with the preprocessing stored in the model file
+through :func:`affectlab.data.transforms.build_transform` (the ``eval`` pipeline), the
+same code the training engine uses for validation, so training and inference see
+identical inputs. Gray images are replicated to three channels, RGBA loses its alpha.
+
+Packaged models (shipped or cached weights addressed by a name, such as the default
+model for real faces) plug in with :func:`register_packaged_model`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from affectlab.errors import ConfigError, ModelError
+
+# name -> function returning the path of its model file (may locate or unpack it)
+_PACKAGED: dict[str, Callable[[], str | os.PathLike]] = {}
+
+
+def register_packaged_model(name: str, path_fn: Callable[[], str | os.PathLike]) -> None:
+    """Make ``Predictor.load(name)`` resolve ``name`` to the model file ``path_fn()`` returns.
+
+    Parameters
+    ----------
+    name : str
+        Short name users pass as ``--model`` (e.g. ``"default"``).
+    path_fn : callable
+        Called on load (not on registration), so locating or unpacking the weights
+        costs nothing until the model is used. Returns a run directory or model file.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError("a packaged model needs a non-empty name")
+    if not callable(path_fn):
+        raise TypeError(f"path_fn must be callable, got {type(path_fn).__name__}")
+    _PACKAGED[name.strip()] = path_fn
+
+
+def available_packaged_models() -> list[str]:
+    """Names accepted by :meth:`Predictor.load` besides paths."""
+    return sorted(_PACKAGED)
+
+
+def _resolve_model(model: str | os.PathLike) -> str | os.PathLike:
+    if isinstance(model, (str, os.PathLike)) and Path(model).exists():
+        return model
+    if isinstance(model, str) and model.strip() in _PACKAGED:
+        return _PACKAGED[model.strip()]()
+    packaged = ", ".join(available_packaged_models()) or "none registered"
+    raise ModelError(
+        f"model {str(model)!r} is neither an existing run directory / model file nor a packaged model "
+        f"(packaged models: {packaged})"
+    )
+
+
+def _as_image_list(images) -> list[np.ndarray]:
+    """Validate the ``images`` argument: a sequence of images or an N x H x W (x C) array."""
+    if isinstance(images, np.ndarray):
+        if images.ndim not in (3, 4):
+            raise ConfigError(
+                f"images as one array must be N x H x W (gray) or N x H x W x C, got shape {images.shape}; "
+                "wrap a single image in a list: predict([image])"
+            )
+        return list(images)
+    if isinstance(images, (str, bytes, os.PathLike)) or not isinstance(images, Sequence):
+        raise ConfigError(
+            f"images must be a list of H x W x 3 uint8 arrays or an N x H x W x 3 array, got {type(images).__name__}"
+        )
+    return [np.asarray(im) for im in images]
+
+
+class Predictor:
+    """A trained method ready for inference on face crops.
+
+    Parameters
+    ----------
+    method : affectlab.methods.base.Method
+        The model (put in eval mode).
+    preprocessing : Preprocessing or mapping, optional
+        Input size and normalisation (:class:`affectlab.features.backbones.Preprocessing`).
+        Defaults to ``method.preprocessing`` or its backbone's. Ignored for
+        feature-level methods (``input_kind == "features"``), which only accept
+        :meth:`predict_features`.
+    batch_size : int
+        Images per forward pass.
+    device : str or torch.device
+        Where the model runs (``"cpu"``, ``"cuda"``).
+    info : dict, optional
+        What :func:`affectlab.train.checkpoint.load_model` returned about the model.
+
+    Attributes
+    ----------
+    label_space : LabelSpace
+    preprocessing : Preprocessing or None
+    input_size : int or None
+    """
+
+    def __init__(self, method, preprocessing=None, *, batch_size: int = 64, device="cpu", info: Mapping | None = None):
+        import torch
+
+        from affectlab.features.backbones import Preprocessing
+        from affectlab.methods.base import Method
+
+        if not isinstance(method, Method):
+            raise ModelError(f"Predictor needs an affectlab Method, got {type(method).__name__}")
+        if getattr(method, "input_kind", "image") != "image":
+            preprocessing = None  # feature-level methods never see pixels
+        elif preprocessing is None:
+            preprocessing = getattr(method, "preprocessing", None) or getattr(
+                getattr(method, "backbone", None), "preprocessing", None
+            )
+        self.preprocessing = None if preprocessing is None else Preprocessing.from_dict(preprocessing)
+        self.batch_size = self._check_batch_size(batch_size)
+        self.device = torch.device(device)
+        self.method = method.to(self.device).eval()
+        self.label_space = method.label_space
+        self.info = dict(info or {})
+        self._transform = None if self.preprocessing is None else self._build_transform(self.preprocessing)
+
+    # -- construction ------------------------------------------------------------------
+    @classmethod
+    def load(cls, model: str | os.PathLike, *, batch_size: int = 64, device="cpu") -> "Predictor":
+        """Load a run directory, a ``model.ckpt`` file or a packaged model name.
+
+        Raises
+        ------
+        ModelError
+            If the model cannot be found or loaded.
+        """
+        from affectlab.train.checkpoint import load_model
+
+        method, info = load_model(_resolve_model(model))
+        return cls(method, info.get("preprocessing"), batch_size=batch_size, device=device, info=info)
+
+    @classmethod
+    def from_method(cls, method, preprocessing=None, **kwargs) -> "Predictor":
+        """Wrap an in-memory method (e.g. just trained) without a checkpoint file."""
+        return cls(method, preprocessing, **kwargs)
+
+    @staticmethod
+    def _check_batch_size(batch_size) -> int:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        return int(batch_size)
+
+    @staticmethod
+    def _build_transform(pre):
+        from affectlab.data.transforms import NORMALIZATIONS, build_transform
+
+        if pre.normalize in NORMALIZATIONS:
+            return build_transform("eval", pre.input_size, pre.normalize, train=False), None
+        # a custom mean/std (some timm models): the same resize, then normalise here
+        import torch
+
+        stats = (torch.tensor(pre.mean).view(1, 3, 1, 1), torch.tensor(pre.std).view(1, 3, 1, 1))
+        return build_transform("eval", pre.input_size, "none", train=False), stats
+
+    @property
+    def input_size(self) -> int | None:
+        """Side of the square model input in pixels (``None`` for feature-level models)."""
+        return None if self.preprocessing is None else self.preprocessing.input_size
+
+    # -- preprocessing -------------------------------------------------------------------
+    def preprocess(self, images) -> "torch.Tensor":  # noqa: F821
+        """Face crops -> the normalised float tensor [N, 3, S, S] the model takes.
+
+        Crops of one size are resized together (the operations are the per-image ones of
+        the training pipeline, applied to a stack).
+        """
+        import torch
+        from torchvision import tv_tensors
+
+        from affectlab.data.transforms import to_rgb_uint8
+
+        if self._transform is None:
+            raise ModelError(
+                "this model works on cached backbone features, not images; use predict_features "
+                "(or extract features first with 'affectlab extract')"
+            )
+        pipeline, stats = self._transform
+        arrays = []
+        for i, im in enumerate(_as_image_list(images)):
+            try:
+                arrays.append(to_rgb_uint8(im))
+            except ConfigError as exc:
+                raise ConfigError(f"image {i}: {exc}") from None
+        s = self.input_size
+        out = torch.empty((len(arrays), 3, s, s), dtype=torch.float32)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, a in enumerate(arrays):
+            groups.setdefault(a.shape[:2], []).append(i)
+        for idx in groups.values():
+            stack = tv_tensors.Image(torch.from_numpy(np.stack([arrays[i] for i in idx])).permute(0, 3, 1, 2))
+            out[idx] = pipeline.pipeline(stack).as_subclass(torch.Tensor)
+        if stats is not None:
+            out = (out - stats[0]) / stats[1]
+        return out
+
+    # -- prediction ----------------------------------------------------------------------
+    def predict(self, images, *, batch_size: int | None = None, progress: bool = False) -> dict[str, Any]:
+        """Predict expression probabilities, valence/arousal and AU probabilities.
+
+        Parameters
+        ----------
+        images : list of arrays or ndarray
+            Face crops: ``H x W x 3`` uint8 RGB (any size; ``H x W`` gray and RGBA are
+            accepted), as a list, or one ``N x H x W x 3`` / ``N x H x W`` array.
+        batch_size : int, optional
+            Overrides the predictor's batch size.
+        progress : bool
+            Show a progress bar over batches.
+
+        Returns
+        -------
+        dict
+            ``expr_prob`` [N, C] (softmax; sigmoid for multi-label label spaces),
+            ``va`` [N, 2] (valence, arousal in [-1, 1]), ``au_prob`` [N, K] -- each only
+            when the model predicts that descriptor -- and ``extras``, a dict of
+            per-sample method outputs (e.g. ``archetype``) as arrays with N rows.
+        """
+        images = _as_image_list(images)
+        bs = self.batch_size if batch_size is None else self._check_batch_size(batch_size)
+        chunks = (images[i : i + bs] for i in range(0, len(images), bs))
+        return self._run(
+            ({"image": self.preprocess(chunk)} for chunk in chunks), len(images), bs, progress
+        )
+
+    def predict_features(self, features, *, batch_size: int | None = None, progress: bool = False) -> dict[str, Any]:
+        """Like :meth:`predict` for feature-level models: ``features`` is [N, D] global features."""
+        import torch
+
+        arr = np.asarray(features, dtype=np.float32)
+        if arr.ndim != 2:
+            raise ConfigError(f"features must be an N x D array, got shape {arr.shape}")
+        bs = self.batch_size if batch_size is None else self._check_batch_size(batch_size)
+        batches = ({"features": torch.from_numpy(arr[i : i + bs])} for i in range(0, len(arr), bs))
+        return self._run(batches, len(arr), bs, progress)
+
+    def _run(self, batches, n: int, bs: int, progress: bool) -> dict[str, Any]:
+        import torch
+
+        space = self.label_space
+        parts: dict[str, list[np.ndarray]] = {}
+        extras: dict[str, list[np.ndarray]] = {}
+        if progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, total=-(-n // bs), desc="predict", unit="batch")
+        with torch.inference_mode():
+            for batch in batches:
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                m = next(iter(batch.values())).shape[0]
+                out = self.method(batch)
+                if out.expr_logits is not None and space.expressions:
+                    logits = out.expr_logits.float()
+                    prob = torch.sigmoid(logits) if space.multilabel else torch.softmax(logits, dim=-1)
+                    parts.setdefault("expr_prob", []).append(prob.cpu().numpy())
+                if out.va is not None and space.va:
+                    parts.setdefault("va", []).append(out.va.float().cpu().numpy())
+                if out.au_logits is not None and space.aus:
+                    parts.setdefault("au_prob", []).append(torch.sigmoid(out.au_logits.float()).cpu().numpy())
+                for key, value in out.extras.items():
+                    # only per-sample extras can be tabulated
+                    if torch.is_tensor(value) and value.ndim >= 1 and value.shape[0] == m:
+                        extras.setdefault(key, []).append(value.cpu().numpy())
+        result: dict[str, Any] = {}
+        widths = {"expr_prob": space.num_expressions, "va": 2, "au_prob": space.num_aus}
+        for key, width in widths.items():
+            if key in parts:
+                result[key] = np.concatenate(parts[key])
+            elif n == 0 and width and (key != "va" or space.va):
+                result[key] = np.zeros((0, width), dtype=np.float32)
+        result["extras"] = {k: np.concatenate(v) for k, v in extras.items()}
+        return result
+
+    def table(self, prediction: Mapping[str, Any]):
+        """Turn the dict of :meth:`predict` into the DataFrame of :meth:`predict_table`."""
+        import pandas as pd
+
+        space = self.label_space
+        cols: dict[str, Any] = {}
+        if "expr_prob" in prediction:
+            prob = np.asarray(prediction["expr_prob"])
+            for j, name in enumerate(space.expressions):
+                cols[f"expr_{name}"] = prob[:, j]
+            names = np.asarray(space.expressions, dtype=object)
+            cols["expression"] = names[prob.argmax(axis=1)] if len(prob) else np.empty(0, dtype=object)
+        if "va" in prediction:
+            va = np.asarray(prediction["va"])
+            cols["valence"] = va[:, 0]
+            cols["arousal"] = va[:, 1]
+        if "au_prob" in prediction:
+            au = np.asarray(prediction["au_prob"])
+            for j, name in enumerate(space.aus):
+                cols[name] = au[:, j]
+        for key, value in (prediction.get("extras") or {}).items():
+            value = np.asarray(value)
+            if value.ndim == 1 and key not in cols:
+                cols[key] = value
+        return pd.DataFrame(cols)
+
+    def predict_table(self, images, **kwargs):
+        """Predictions as a pandas DataFrame, one row per image.
+
+        Columns (DESIGN.md): ``expr_<name>`` (probabilities), ``expression`` (argmax
+        name), ``valence``, ``arousal``, ``AU<k>`` (probabilities), for the descriptors
+        the model predicts, then any one-value-per-sample method extra (``archetype``).
+        Keyword arguments go to :meth:`predict`.
+        """
+        return self.table(self.predict(images, **kwargs))
+
+    def __repr__(self) -> str:
+        tasks = ",".join(self.label_space.tasks)
+        return f"Predictor(method={self.method.name!r}, tasks={tasks}, input_size={self.input_size})"
