@@ -364,6 +364,66 @@ def transfer_va_cmd(
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+@app.command("extract")
+def extract_cmd(
+    spec: str = typer.Argument(..., help="Dataset spec (FORMAT:PATH[:SPLIT]) whose images to encode."),
+    backbone: str = typer.Option(
+        ..., "--backbone", help="Frozen encoder: clip:ViT-B-16, run:RUN_DIR, builtin:cnn-small, timm:NAME ..."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Feature store to write or resume (FEAT.zarr)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Local weights file for the backbone."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images per forward pass."),
+    dtype: str = typer.Option("float16", "--dtype", help="Storage type: float16 or float32."),
+    patch: bool = typer.Option(False, "--patch", help="Also store patch tokens (or a CNN's flattened map)."),
+    num_workers: int = typer.Option(0, "--num-workers", min=0, help="DataLoader workers decoding images."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, ... (default: CUDA when available)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store at --out."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+):
+    """Encode a dataset once with a frozen backbone into a resumable feature store.
+
+    The store keeps the features (float16 by default), the label table and the backbone,
+    preprocessing and dataset fingerprint; re-running the same command after an
+    interruption resumes where it stopped. Train feature-level methods on it:
+    `affectlab train --method aura --train features:FEAT.zarr`.
+
+    Example: `affectlab extract manifest:synth/labels.csv --backbone run:runs/cnn --out synth.zarr`.
+    """
+    from affectlab.features.cache import extract_features
+
+    store = extract_features(
+        spec, backbone, out, weights=weights, batch_size=batch_size, dtype=dtype, patch=patch,
+        num_workers=num_workers, device=device, overwrite=overwrite, progress=not quiet,
+    )
+    console.print(f"[green]wrote[/green] {store.describe()}", highlight=False)
+
+
+@app.command("explain")
+def explain_cmd(
+    model: Path = typer.Option(..., "--model", help="Run directory or model file of the model to explain."),
+    data: str = typer.Option(..., "--data", help="Data to explain it on: features:FEAT.zarr or a dataset spec."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the tables, plots and HTML page."),
+    batch_size: int = typer.Option(512, "--batch-size", min=1, help="Samples per forward pass."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+):
+    """Explain what a trained model learned, on a dataset (method-specific outputs).
+
+    AURA: archetypes.csv (Table 1: archetypes per class / VA bin / AU bin, usage and
+    sample counts), diagnosis.csv (samples whose label disagrees with their archetype,
+    most confident first: likely annotation errors), umap.png, va_archetypes.png and
+    archetypes.html (label statistics and the closest samples of every archetype).
+
+    Example: `affectlab explain --model runs/aura --data features:test.zarr --out explain/`.
+    """
+    from affectlab.interpret import explain
+
+    result = explain(model, data, out, batch_size=batch_size, progress=not quiet)
+    for name, path in result.get("files", {}).items():
+        console.print(f"{name}: {path}", highlight=False)
+    for line in result.get("summary", []):
+        console.print(line, highlight=False)
+
+
     """Console-script entry point: run the app and turn expected errors into one line."""
     from affectlab.errors import AffectlabError
 
