@@ -39,9 +39,10 @@ FORMAT = "affectlab-model"
 FORMAT_VERSION = 1
 MODEL_FILE = "model.ckpt"
 
-#: Method config keys that point at external weight files or ask for downloads. The
-#: saved ``state_dict`` already holds every weight, so rebuilding ignores them.
-WEIGHT_SOURCE_KEYS = {"weights": None, "backbone_weights": None, "pretrained": False}
+#: Method config keys that point at external weight files (``init_from``: another run) or
+#: ask for downloads. The saved ``state_dict`` already holds every weight, so rebuilding
+#: ignores them.
+WEIGHT_SOURCE_KEYS = {"weights": None, "backbone_weights": None, "pretrained": False, "init_from": None}
 
 
 def _plain(value: Any) -> Any:

@@ -78,9 +78,10 @@ class TrainConfig(BaseModel):
     tasks : list of str or None
         Descriptors to learn among ``expr``, ``va``, ``au``; ``None`` = all that the
         training set carries.
-    train, val : str or None
-        Dataset specs. Without ``val`` a subject-disjoint ``val_fraction`` of the
-        training set is held out (random rows when the data has no ``subject``).
+    train, val : str, list of str or None
+        Dataset specs (several ``--train`` specs: one per uni-task dataset, for
+        ``sampler: multitask``). Without ``val`` a subject-disjoint ``val_fraction`` of
+        each training set is held out (random rows when the data has no ``subject``).
     optimizer : {"adamw", "sgd"}
         AdamW, or SGD with ``momentum`` (and ``nesterov``).
     scheduler : {"cosine", "none"}
@@ -105,8 +106,8 @@ class TrainConfig(BaseModel):
     method: str = "baseline"
     backbone: Optional[str] = None
     tasks: Optional[list[str]] = None
-    train: Optional[str] = None
-    val: Optional[str] = None
+    train: Optional[Union[str, list[str]]] = None
+    val: Optional[Union[str, list[str]]] = None
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(32, ge=1)

@@ -91,7 +91,10 @@ def _open(data, what: str):
     """A dataset from a spec string / path, or the dataset object itself."""
     if isinstance(data, (str, os.PathLike)):
         from affectlab.data.datasets import load_dataset
+        from affectlab.features.dataset import is_feature_spec, open_features
 
+        if is_feature_spec(data):  # features:FEAT.zarr -- cached backbone features
+            return open_features(data)
         return load_dataset(data)
     if data is None or not hasattr(data, "label_space"):
         raise ConfigError(f"{what} must be a dataset spec such as 'manifest:DIR/labels.csv', got {data!r}")
@@ -255,7 +258,13 @@ def _check_inputs(method_cls, datasets: Sequence) -> Mapping[str, Any] | None:
 def _rng_state() -> dict[str, Any]:
     import torch
 
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    # numpy's state as plain values + a tensor: last.ckpt must load with weights_only=True
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+        "python": random.getstate(),
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -267,7 +276,8 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
     if "torch" in state:
         torch.set_rng_state(state["torch"])
     if "numpy" in state:
-        np.random.set_state(state["numpy"])
+        name, keys, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, gauss))
     if "python" in state:
         random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
@@ -361,6 +371,30 @@ def _make_recorder(out: Path, cfg: TrainConfig, preprocessing, transform_info):
                 _set_rng_state(state["rng"])
 
     return RunRecorder()
+
+
+def _last_checkpoint_class():
+    from lightning.pytorch.callbacks import Callback
+
+    class LastCheckpoint(Callback):
+        """Save Lightning's full checkpoint at every epoch end (atomically) for ``--resume``."""
+
+        def __init__(self, path: Path):
+            self.path = Path(path)
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            pl_module.method_epoch_end()
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            trainer.save_checkpoint(tmp)  # collective; rank 0 writes
+            if trainer.is_global_zero:
+                os.replace(tmp, self.path)
+            trainer.strategy.barrier("affectlab_last_checkpoint")
+
+    return LastCheckpoint
+
+
+def _LastCheckpoint(path: Path):
+    return _last_checkpoint_class()(path)
 
 
 # ----------------------------------------------------------------------------- train
@@ -495,18 +529,8 @@ def train(
     data = AffectDataModule(train_sets, val_set, cfg)
 
     # -- trainer --------------------------------------------------------------------
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
     recorder = _make_recorder(out, cfg, preprocessing, transform_info)
-    last_ckpt = ModelCheckpoint(
-        dirpath=out,
-        filename="last",
-        save_top_k=0,
-        save_last=True,
-        save_on_train_epoch_end=True,
-        enable_version_counter=False,
-    )
-    cbs = [recorder, last_ckpt, *callbacks]
+    cbs = [recorder, _LastCheckpoint(out / rundir.LAST_FILE), *callbacks]
     if progress:
         from lightning.pytorch.callbacks import RichProgressBar
 
@@ -525,21 +549,28 @@ def train(
         logger=False,
         enable_progress_bar=progress,
         enable_model_summary=False,
+        enable_checkpointing=False,  # RunRecorder writes model.ckpt, _LastCheckpoint last.ckpt
         num_sanity_val_steps=0,
         use_distributed_sampler=False,
         default_root_dir=str(out),
         log_every_n_steps=1,
     )
+    quiet = [] if progress else [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric")]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.WARNING)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
         warnings.filterwarnings("ignore", message=".*number of training batches.*")
-        trainer.fit(module, datamodule=data, ckpt_path=str(last) if last is not None else None)
+        trainer.fit(module, datamodule=data, ckpt_path=str(last) if last is not None else None, weights_only=True)
+    for q, level in zip(quiet, levels):
+        q.setLevel(level)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
     if trainer.interrupted:
         raise KeyboardInterrupt
-    return TrainResult(
+    result = TrainResult(
         run_dir=out,
         metrics=dict(recorder.best_metrics),
         best_epoch=recorder.best_epoch,
@@ -549,6 +580,26 @@ def train(
         label_space=space,
         skipped=int(module.skipped),
     )
+    if recorder.best_epoch < 0 and (out / rundir.MODEL_FILE).is_file():
+        # spawn/fork launchers trained in child processes: read what rank 0 wrote
+        from affectlab.train.checkpoint import read_payload
+
+        info = read_payload(out / rundir.MODEL_FILE).get("train", {})
+        result.metrics = rundir.read_metrics(out)
+        result.best_epoch = int(info.get("best_epoch", -1))
+        result.monitor_value = float(info.get("monitor_value", float("nan")))
+        result.epochs = len(pd_rows(out / rundir.LOG_FILE))
+    return result
+
+
+def pd_rows(path: Path) -> list[dict]:
+    """Rows of a run's ``log.csv`` (empty when absent)."""
+    import csv
+
+    if not Path(path).is_file():
+        return []
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
 
 
 def _concat_eval(datasets: Sequence):
@@ -599,6 +650,8 @@ class EvaluationResult:
     confusion: Any = None
     skipped: int = 0
     files: dict = field(default_factory=dict)
+    #: ``evaluate(smooth=...)``: level, mu per task and the search (:mod:`affectlab.train.smoothing`)
+    smoothing: dict | None = None
 
 
 def shared_label_space(model_space: LabelSpace, data_space: LabelSpace) -> LabelSpace:
@@ -639,6 +692,8 @@ def predictions_table(preds: Mapping[str, np.ndarray], space: LabelSpace, labels
     if "va_pred" in preds:
         table["valence"], table["arousal"] = preds["va_pred"][:, 0], preds["va_pred"][:, 1]
         table["valence_true"], table["arousal_true"] = preds["va_true"][:, 0], preds["va_true"][:, 1]
+        if preds["va_pred"].shape[1] >= 3:
+            table["dominance"], table["dominance_true"] = preds["va_pred"][:, 2], preds["va_true"][:, 2]
     if "au_scores" in preds:
         for j, name in enumerate(space.aus):
             table[name] = preds["au_scores"][:, j]
@@ -694,6 +749,8 @@ def evaluate(
     num_workers: int = 0,
     progress: bool = True,
     device: str | None = None,
+    smooth=None,
+    smooth_level: str = "auto",
 ) -> EvaluationResult:
     """Evaluate a trained model on a dataset with the metrics of DESIGN.md.
 
@@ -713,6 +770,12 @@ def evaluate(
         Show a progress bar.
     device : str, optional
         ``"cpu"``, ``"cuda"``...; default: CUDA when available.
+    smooth : float, "auto", "stored" or mapping task -> mu, optional
+        Temporal smoothing (equation 9 of 002) along each ``video`` of the data before
+        the metrics; ``"auto"`` searches mu per task by 3-fold cross-validation over the
+        videos (see :mod:`affectlab.train.smoothing`).
+    smooth_level : {"auto", "features", "outputs"}
+        Smooth the features before the last FC (methods that expose them) or the outputs.
 
     Returns
     -------
@@ -758,6 +821,11 @@ def evaluate(
         _set_transform(ds, image_transform(info["preprocessing"], info.get("transform", {}).get("eval"), False))
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     method.to(dev).eval()
+    smoother = None
+    if smooth is not None:
+        from affectlab.train.smoothing import EvalSmoother
+
+        smoother = EvalSmoother(smooth, method, info, model_space, space, level=smooth_level)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate)
     parts, skipped = [], 0
     iterator: Iterable = loader
@@ -771,12 +839,22 @@ def evaluate(
             if count_batch(batch) == 0:
                 continue
             batch = {k: v.to(dev) if torch.is_tensor(v) else v for k, v in batch.items()}
-            outputs = _subset_outputs(method(batch), model_space, space)
+            raw = method(batch)
+            outputs = _subset_outputs(raw, model_space, space)
             parts.append(collect_predictions(outputs, batch, space))
+            if smoother is not None:
+                smoother.collect(raw, batch)
     preds = concat_predictions(parts)
     if not preds:
         raise DatasetError(f"{_name(ds)}: no readable sample to evaluate ({skipped} unreadable)")
+    smoothing = None
+    if smoother is not None:
+        from affectlab.train.smoothing import smoothing_metrics
+
+        preds, smoothing = smoother.apply(preds, getattr(ds, "labels", None), _name(ds))
     metrics = compute_metrics(preds, space, protocol=protocol)
+    if smoothing is not None:
+        metrics.update(smoothing_metrics(smoothing))
     confusion = None
     if "expr_scores" in preds and not space.multilabel:
         from affectlab import metrics as M
@@ -787,8 +865,34 @@ def evaluate(
             confusion = M.confusion_matrix(
                 y[keep], preds["expr_scores"][keep].argmax(axis=1), num_classes=len(space.expressions)
             )
+    metrics.update(native_va_metrics(metrics, _name(ds)))
     table = predictions_table(preds, space, getattr(ds, "labels", None))
-    return EvaluationResult(metrics=metrics, predictions=table, label_space=space, confusion=confusion, skipped=skipped)
+    return EvaluationResult(
+        metrics=metrics, predictions=table, label_space=space, confusion=confusion, skipped=skipped, smoothing=smoothing
+    )
+
+
+def native_va_metrics(metrics: Mapping[str, Any], data_name: str) -> dict[str, float]:
+    """RMSE / MAE of the continuous dimensions on the data's native scale (EMOTIC 1..10).
+
+    Labels are evaluated on the canonical [-1, 1] scale; for a format whose native range
+    differs (``VA_SCALES`` of :mod:`affectlab.data.schema`: EMOTIC 1..10, AFEW-VA -10..10)
+    the errors scale linearly, so ``<dim>_rmse_native = scale * <dim>_rmse`` (CAGE's
+    Table 8 reports both; CCC is scale-invariant). ``data_name`` is the dataset spec.
+    """
+    from affectlab.data.schema import VA_SCALES
+
+    fmt = str(data_name).split(":", 1)[0].strip().lower()
+    if fmt not in VA_SCALES or VA_SCALES[fmt][2] == 1.0:
+        return {}
+    scale = VA_SCALES[fmt][2]
+    out = {}
+    for dim in ("valence", "arousal", "dominance"):
+        for kind in ("rmse", "mae"):
+            v = metrics.get(f"{dim}_{kind}")
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                out[f"{dim}_{kind}_native"] = float(v) * scale
+    return out
 
 
 def plot_confusion(confusion, names: Sequence[str], path: str | os.PathLike, title: str = "") -> Path:
@@ -896,14 +1000,27 @@ def run_evaluation(
     batch_size: int = 64,
     num_workers: int = 0,
     progress: bool = True,
+    smooth=None,
+    smooth_level: str = "auto",
 ) -> EvaluationResult:
     """What ``affectlab evaluate`` does: :func:`evaluate`, then write the requested files.
 
     ``json_out`` gets the metrics (per-class entries included); ``predictions_out`` the
     prediction table (``.csv`` or ``.parquet``); ``plots`` (a folder) the expression
-    confusion matrix ``confusion_matrix.png`` when ``per_class`` is set.
+    confusion matrix ``confusion_matrix.png`` when ``per_class`` is set, and always the
+    row-normalised confusion matrix and the cumulative absolute-error curves of
+    :func:`affectlab.interpret.cage_plots.evaluation_plots`.
     """
-    result = evaluate(model, data, batch_size=batch_size, protocol=protocol, num_workers=num_workers, progress=progress)
+    result = evaluate(
+        model, data, batch_size=batch_size, protocol=protocol, num_workers=num_workers, progress=progress,
+        smooth=smooth, smooth_level=smooth_level,
+    )
+    if result.smoothing is not None and "search" in result.smoothing:
+        # --smooth auto: keep the chosen mu with the model (evaluate --smooth stored, analyze --smooth auto)
+        from affectlab.train.smoothing import store_smoothing
+
+        for i, p in enumerate(store_smoothing(model, result.smoothing)):
+            result.files["smoothing" if i == 0 else "smoothing_json"] = p
     if json_out is not None:
         result.files["json"] = rundir.write_metrics(json_out, result.metrics)
     if predictions_out is not None:
@@ -914,6 +1031,11 @@ def run_evaluation(
         else:
             result.predictions.to_csv(p, index=False)
         result.files["predictions"] = p
+    if plots is not None:
+        # Figure 9 (row-normalised confusion) and Figures 10-11 (cumulative |error|) of CAGE
+        from affectlab.interpret.cage_plots import evaluation_plots
+
+        result.files.update(evaluation_plots(result, plots))
     if per_class and result.confusion is not None:
         if plots is not None:
             folder = Path(plots)

@@ -32,8 +32,9 @@ def collect_predictions(outputs, batch: Mapping[str, Any], space: LabelSpace) ->
     """Per-sample prediction and label arrays of one batch, as float/int numpy arrays.
 
     Keys: ``index``; ``expr_true`` / ``expr_scores`` (probabilities); ``va_true`` /
-    ``va_pred``; ``au_true`` / ``au_scores`` (probabilities) -- for the tasks of
-    ``space`` the outputs carry.
+    ``va_pred`` ([B, 3] with dominance when the model predicts it and the batch has it);
+    ``au_true`` / ``au_scores`` (probabilities) -- for the tasks of ``space`` the outputs
+    carry.
     """
     out: dict[str, np.ndarray] = {"index": batch["index"].detach().cpu().numpy().astype(np.int64)}
     if "expr" in space.tasks and outputs.expr_logits is not None:
@@ -43,6 +44,11 @@ def collect_predictions(outputs, batch: Mapping[str, Any], space: LabelSpace) ->
     if "va" in space.tasks and outputs.va is not None:
         out["va_pred"] = outputs.va.detach().float().cpu().numpy()[:, :2]
         out["va_true"] = batch["va"].detach().float().cpu().numpy()[:, :2]
+        if outputs.va.shape[1] >= 3 and "dominance" in batch:
+            # a third continuous output is dominance (CAGE on EMOTIC); summarize adds dominance_*
+            out["va_pred"] = outputs.va.detach().float().cpu().numpy()[:, :3]
+            dom = batch["dominance"].detach().float().cpu().numpy().reshape(-1, 1)
+            out["va_true"] = np.concatenate([out["va_true"], dom], axis=1)
     if "au" in space.tasks and outputs.au_logits is not None:
         out["au_scores"] = torch.sigmoid(outputs.au_logits.detach().float()).cpu().numpy()
         out["au_true"] = batch["au"].detach().float().cpu().numpy()
@@ -172,7 +178,13 @@ class AffectModule(L.LightningModule):
         self.log("loss", loss.detach(), prog_bar=True, batch_size=n)
         return loss
 
-    def on_train_epoch_end(self) -> None:
+    def method_epoch_end(self) -> None:
+        """Run the method's ``on_train_epoch_end`` hook.
+
+        Called by the engine's checkpoint callback just before ``last.ckpt`` is written
+        (callbacks run before the module's own epoch-end hook), so a resumed run sees
+        the state the hook left.
+        """
         hook = getattr(self.method, "on_train_epoch_end", None)
         if callable(hook):
             hook(self.current_epoch)
@@ -206,7 +218,8 @@ class AffectModule(L.LightningModule):
         self.val_metrics = result
         self._val_parts = []
         if math.isfinite(result["score"]):
-            self.log("val_score", result["score"], prog_bar=True, sync_dist=False, rank_zero_only=True)
+            # every rank holds the same gathered value; sync_dist keeps Lightning's DDP check quiet
+            self.log("val_score", result["score"], prog_bar=True, sync_dist=True)
 
     def monitor_value(self) -> float:
         """Value of the configured monitor after the last validation epoch."""
