@@ -251,6 +251,7 @@ def _sample_nuisance(rng: np.random.Generator, size: int) -> dict:
             "texture": bg_kind,
             "texture_amp": u(5, 30),
             "period": int(rng.integers(3, 14)),
+            "seed": int(rng.integers(2**31)),
         },
         "occlusion": occlusion,
         "blur": u(0.0, 0.9) * size / 112,

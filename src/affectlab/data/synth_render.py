@@ -77,7 +77,7 @@ class FaceParams:
         Per-channel colour gain (white balance).
     background : dict
         ``colors`` (two RGB), ``angle`` of their gradient, ``texture`` ("none", "blobs",
-        "stripes"), ``texture_amp``, ``period``.
+        "stripes"), ``texture_amp``, ``period``, ``seed`` (of the blobs; default ``seed``).
     occlusion : dict or None
         ``kind`` ("rect" or "ellipse"), ``center`` (x, y) and ``axes`` (half sizes) in the
         face frame, ``angle`` (degrees), ``color`` RGB.
@@ -245,8 +245,9 @@ def _background(p: FaceParams) -> np.ndarray:
     t = np.clip(0.5 + np.float32(np.cos(a)) * gx + np.float32(np.sin(a)) * gy, 0, 1)
     low = c0 + t[..., None] * (c1 - c0)
     if kind == "blobs" and amp > 0:
-        o = (p.seed >> 8) % (_NOISE_SIDE - cells)
-        low += amp * _noise_bank()[o : o + cells, (p.seed >> 3) % (_NOISE_SIDE - cells) :][:, :cells]
+        seed = int(bg.get("seed", p.seed))  # its own seed: clips keep one background
+        o = (seed >> 8) % (_NOISE_SIDE - cells)
+        low += amp * _noise_bank()[o : o + cells, (seed >> 3) % (_NOISE_SIDE - cells) :][:, :cells]
     interp = cv2.INTER_CUBIC if kind == "blobs" else cv2.INTER_LINEAR
     img = cv2.resize(np.ascontiguousarray(low), (size, size), interpolation=interp)
     if kind == "stripes" and amp > 0:
