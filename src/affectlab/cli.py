@@ -113,7 +113,7 @@ def synth_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (created; must be empty unless --overwrite)."),
     n: int = typer.Option(0, "--n", help="Number of still images (may be 0 with --sequences)."),
     size: int = typer.Option(112, "--size", help="Image side in pixels (>= 32)."),
-    seed: int = typer.Option(0, "--seed", help="Seed: same seed, byte-identical data; identities s<seed>-<k>."),
+    seed: int = typer.Option(0, "--seed", help="Seed: same seed, byte-identical data; identities s0-0, s0-1, ... for seed 0."),
     subjects: Optional[int] = typer.Option(None, "--subjects", help="Number of identities (default: n/10)."),
     label_noise: float = typer.Option(0.0, "--label-noise", help="Fraction of expression labels flipped (0-1)."),
     drop_labels: float = typer.Option(0.0, "--drop-labels", help="Chance each descriptor of a sample is dropped (0-1)."),
@@ -129,8 +129,8 @@ def synth_cmd(
 
     Faces are drawn from action-unit intensities (EMFACS prototypes: happiness 6+12,
     sadness 1+4+15, ...), with varied identities, pose, lighting, backgrounds and
-    occlusions. Writes images and `OUT/labels.csv` (manifest format: path, subject,
-    expression, valence, arousal, AU<k> presence (intensity >= 1), AU<k>_intensity).
+    occlusions. Writes JPEG images and `OUT/labels.csv` (manifest format: `path`, `subject`,
+    `expression`, `valence`, `arousal`, AU presence `AU12` (intensity >= 1) and `AU12_intensity` 0-5).
 
     Examples: `affectlab synth --out demo --n 2000`;
     noisy labels: `affectlab synth --out noisy --n 2000 --label-noise 0.2`;
