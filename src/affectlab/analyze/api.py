@@ -46,6 +46,7 @@ def analyze(
     report: str | os.PathLike | None = None,
     progress: bool = True,
     device: str = "cpu",
+    threads: int | None = None,
     keep: bool = True,
     raise_on_failure: bool = False,
 ) -> AffectTable:
@@ -91,6 +92,9 @@ def analyze(
         Show a progress bar per input.
     device : str
         Where the model runs.
+    threads : int, optional
+        PyTorch threads while analysing (restored afterwards); ``None`` keeps the
+        current setting. ``1`` is often fastest for small models on a busy CPU.
     keep : bool
         Keep the rows in memory and return them (``False`` for very long runs that only
         write ``out``: the returned table is then empty).
@@ -125,7 +129,8 @@ def analyze(
     mu = smoothing_spec(smooth, info)
     if isinstance(smooth, str) and smooth.strip().lower() == "auto" and mu is None:
         warnings.warn("smooth='auto' but the model stores no smoothing mu; predictions are not smoothed", stacklevel=2)
-    analyzer = Analyzer(predictor, det, every=every, start=start, end=end, batch_size=batch_size, smooth=mu)
+    analyzer = Analyzer(predictor, det, every=every, start=start, end=end, batch_size=batch_size, smooth=mu,
+                        threads=threads)
     space = predictor.label_space
     sinks = []
     collect = CollectSink(analyzer.columns)
@@ -170,7 +175,8 @@ def analyze(
     return table
 
 
-def run_cli(inputs, model, *, out, video_out, report, detector, every, start, end, smooth, batch_size, device, progress=True):
+def run_cli(inputs, model, *, out, video_out, report, detector, every, start, end, smooth, batch_size, device,
+            threads=None, progress=True):
     """What ``affectlab analyze`` runs: :func:`analyze` that does not keep rows in memory
     unless nothing is written; returns ``(table_or_None, stats dict)``."""
     if out is None and video_out is None and report is None:
@@ -182,7 +188,7 @@ def run_cli(inputs, model, *, out, video_out, report, detector, every, start, en
         warnings.simplefilter("ignore")  # the CLI prints failures itself
         table = analyze(inputs, model, detector=detector, every=every, start=start, end=end, smooth=smooth_value,
                         batch_size=batch_size, out=out, video_out=video_out, report=report, progress=progress,
-                        device=device, keep=False)
+                        device=device, threads=threads, keep=False)
     return table
 
 

@@ -107,16 +107,23 @@ def merge_boxes(boxes: np.ndarray, iou_threshold: float = 0.3) -> np.ndarray:
 class HaarDetector:
     """OpenCV Haar cascades (shipped in the opencv-python wheel): frontal, then profile.
 
-    Speed comes from detecting on a grey, downscaled copy of the frame and from running
-    the slower fallbacks (second frontal cascade, profile cascade on the image and on its
-    mirror image, for faces turned either way) only on frames where the first frontal
-    cascade finds nothing.
+    Speed comes from three choices:
+
+    * detection runs on a grey copy of the frame downscaled to ``detect_width`` pixels
+      (boxes are mapped back to full resolution);
+    * the slower fallbacks (the second frontal cascade, then the profile cascade on the
+      image and on its mirror image, for faces turned either way) run only when the
+      first frontal cascade finds nothing;
+    * in a video, faces found in the previous frame are searched for again only in a
+      window around their last box and over a narrow range of sizes; the whole frame is
+      scanned every ``full_every`` frames (to catch faces that enter) and whenever a
+      known face is not found again. The pipeline calls :meth:`reset` at every new
+      input.
 
     Parameters
     ----------
     detect_width : int
-        Frames wider than this are downscaled to it before detection (boxes are mapped
-        back to full resolution).
+        Frames wider than this are downscaled to it before detection.
     min_face : float
         Smallest face to find, as a fraction of the shorter side of the frame.
     scale_factor : float
@@ -127,6 +134,8 @@ class HaarDetector:
         When to run the profile cascades.
     merge_iou : float
         Detections overlapping more than this are merged.
+    full_every : int
+        Scan the whole frame at least every this many frames of a video (1: always).
     """
 
     def __init__(
@@ -134,9 +143,10 @@ class HaarDetector:
         detect_width: int = 320,
         min_face: float = 0.1,
         scale_factor: float = 1.1,
-        min_neighbors: int = 4,
+        min_neighbors: int = 3,
         profile: str = "fallback",
         merge_iou: float = 0.3,
+        full_every: int = 10,
     ):
         import cv2
 
@@ -150,12 +160,15 @@ class HaarDetector:
             raise ConfigError(f"min_neighbors must be >= 0, got {min_neighbors!r}")
         if profile not in ("fallback", "always", "never"):
             raise ConfigError(f"profile must be 'fallback', 'always' or 'never', got {profile!r}")
+        if isinstance(full_every, bool) or not isinstance(full_every, (int, np.integer)) or full_every < 1:
+            raise ConfigError(f"full_every must be an integer >= 1, got {full_every!r}")
         self.detect_width = int(detect_width)
         self.min_face = float(min_face)
         self.scale_factor = float(scale_factor)
         self.min_neighbors = int(min_neighbors)
         self.profile = profile
         self.merge_iou = float(merge_iou)
+        self.full_every = int(full_every)
         root = cv2.data.haarcascades
         self._frontal = [
             cv2.CascadeClassifier(root + "haarcascade_frontalface_default.xml"),
@@ -165,13 +178,21 @@ class HaarDetector:
         for c in (*self._frontal, self._profile):
             if c.empty():
                 raise ConfigError(f"OpenCV Haar cascades not found under {root}; reinstall opencv-python-headless")
+        self.reset()
 
-    def _run(self, cascade, gray: np.ndarray, min_size: int) -> np.ndarray:
+    def reset(self) -> None:
+        """Forget the previous frame's faces (a new image or video begins)."""
+        self._last = np.zeros((0, 5))  # boxes in detection-scale pixels
+        self._since_full = 0
+        self._shape = None
+
+    def _run(self, cascade, gray: np.ndarray, min_size: int, max_size: int = 0) -> np.ndarray:
         rects, _levels, weights = cascade.detectMultiScale3(
             gray,
             scaleFactor=self.scale_factor,
             minNeighbors=self.min_neighbors,
             minSize=(min_size, min_size),
+            maxSize=(max_size, max_size) if max_size else (0, 0),
             outputRejectLevels=True,
         )
         if len(rects) == 0:
@@ -180,15 +201,7 @@ class HaarDetector:
         score = 1.0 / (1.0 + np.exp(-np.asarray(weights, dtype=np.float64).ravel()))
         return np.column_stack([np.asarray(rects, dtype=np.float64), score])
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        import cv2
-
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ConfigError(f"detector expects an RGB image [H, W, 3], got shape {image.shape}")
-        h, w = image.shape[:2]
-        scale = min(1.0, self.detect_width / w)
-        small = image if scale == 1.0 else cv2.resize(image, (int(round(w * scale)), int(round(h * scale))), interpolation=cv2.INTER_AREA)
-        gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+    def _full(self, gray: np.ndarray) -> np.ndarray:
         min_size = max(20, int(self.min_face * min(gray.shape)))
         found = [self._run(self._frontal[0], gray, min_size)]
         if not len(found[0]):
@@ -199,9 +212,52 @@ class HaarDetector:
             if len(flipped):
                 flipped[:, 0] = gray.shape[1] - flipped[:, 0] - flipped[:, 2]
             found.append(flipped)
-        boxes = merge_boxes(np.concatenate(found), self.merge_iou)
-        boxes[:, :4] /= scale
-        return boxes
+        return merge_boxes(np.concatenate(found), self.merge_iou)
+
+    def _around(self, gray: np.ndarray, box: np.ndarray) -> np.ndarray:
+        """Search a window of twice the box around it, for faces of 0.7x to 1.5x its size."""
+        x, y, w, h = box[:4]
+        side = max(w, h)
+        H, W = gray.shape
+        x0, y0 = int(max(0, x - 0.5 * side)), int(max(0, y - 0.5 * side))
+        x1, y1 = int(min(W, x + w + 0.5 * side)), int(min(H, y + h + 0.5 * side))
+        roi = gray[y0:y1, x0:x1]
+        lo, hi = max(20, int(0.7 * side)), int(1.5 * side) + 1
+        if min(roi.shape) < lo:
+            return np.zeros((0, 5))
+        found = self._run(self._frontal[0], roi, lo, hi)
+        if not len(found):
+            return found
+        found[:, 0] += x0
+        found[:, 1] += y0
+        # the face is the hit closest in size and place to where it was
+        return found[[int(np.argmax(iou_matrix(box[None], found)[0]))]]
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        import cv2
+
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ConfigError(f"detector expects an RGB image [H, W, 3], got shape {image.shape}")
+        h, w = image.shape[:2]
+        scale = min(1.0, self.detect_width / w)
+        small = image if scale == 1.0 else cv2.resize(image, (int(round(w * scale)), int(round(h * scale))), interpolation=cv2.INTER_AREA)
+        gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+        if self._shape != gray.shape:
+            self.reset()
+            self._shape = gray.shape
+        boxes = None
+        if len(self._last) and self._since_full + 1 < self.full_every:
+            again = [self._around(gray, b) for b in self._last]
+            if all(len(a) for a in again):
+                boxes = merge_boxes(np.concatenate(again), self.merge_iou)
+                self._since_full += 1
+        if boxes is None:
+            boxes = self._full(gray)
+            self._since_full = 0
+        self._last = boxes.copy()
+        out = boxes.copy()
+        out[:, :4] /= scale
+        return out
 
 
 class WholeImageDetector:
