@@ -47,14 +47,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import cv2
 import numpy as np
 import pandas as pd
+from rich.progress import track
 
 from affectlab.data.schema import AU_SETS, EXPRESSIONS, canonical_expression
 from affectlab.data.synth_render import RENDERED_AUS, FaceParams, render_face
@@ -325,7 +326,6 @@ def _sequence_plan(seed: int, k: int, expression: str, subject: int, frames: int
         nuis["angle"] = base["angle"] + walk[f, 0]
         nuis["dx"] = base["dx"] + walk[f, 1]
         nuis["dy"] = base["dy"] + walk[f, 2]
-        nuis["noise"] = base["noise"]
         nuis["seed"] = int(fr.integers(2**31))
         params = FaceParams(identity=identity, au=au, au_side=side, **nuis)
         out.append(
@@ -707,7 +707,8 @@ def generate(
         Descriptors to write, a subset of ``("expr", "va", "au")`` (or ``"expr,va"``).
     sequences, frames : int
         Number of video-like clips and frames per clip (images ``<video>/<frame:05d>``,
-        columns ``video`` and ``frame``).
+        columns ``video`` and ``frame``; still images in the same set have an empty
+        ``video`` and frame -1).
     expressions : iterable of str, optional
         Classes to draw (canonical names or aliases); default all eight.
     image_format : {"jpg", "png"}
@@ -728,8 +729,6 @@ def generate(
     ConfigError
         For out-of-range arguments or a non-empty output directory.
     """
-    import cv2
-
     plan, settings = _plan(
         n, size=size, seed=seed, subjects=subjects, label_noise=label_noise, drop_labels=drop_labels,
         keep=keep, sequences=sequences, frames=frames, expressions=expressions, image_format=image_format,
@@ -741,48 +740,18 @@ def generate(
     else:
         flags = [cv2.IMWRITE_JPEG_QUALITY, 95]
     made = set()
-    with _progress(progress, len(plan.params), f"synth -> {out}") as advance:
-        for p, lab in zip(plan.params, plan.rows):
-            path = out / lab["path"]
-            if path.parent not in made:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                made.add(path.parent)
-            img = render_face(p)
-            ok, buf = cv2.imencode("." + settings["image_format"], img[:, :, ::-1], flags)
-            if not ok:  # pragma: no cover - only on a broken OpenCV build
-                raise ConfigError(f"OpenCV could not encode {path}")
-            buf.tofile(str(path))
-            advance()
+    items = track(zip(plan.params, plan.rows), description=f"synth -> {out}", total=len(plan.params),
+                  disable=not progress)
+    for p, lab in items:
+        path = out / lab["path"]
+        if path.parent not in made:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            made.add(path.parent)
+        ok, buf = cv2.imencode("." + settings["image_format"], render_face(p)[:, :, ::-1], flags)
+        if not ok:  # pragma: no cover - only on a broken OpenCV build
+            raise ConfigError(f"OpenCV could not encode {path}")
+        buf.tofile(str(path))
     df = _frame(plan, settings)
     df.to_csv(out / "labels.csv", index=False)
     (out / "synth.json").write_text(json.dumps(settings, indent=2) + "\n")
     return df
-
-
-class _progress:
-    """A rich progress bar that can be switched off; yields an ``advance()`` callable."""
-
-    def __init__(self, enabled: bool, total: int, description: str):
-        self.enabled = enabled and total > 0 and os.environ.get("AFFECTLAB_NO_PROGRESS") is None
-        self.total = total
-        self.description = description
-        self._bar = None
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._bar = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            transient=False,
-        )
-        self._bar.__enter__()
-        task = self._bar.add_task(self.description, total=self.total)
-        bar = self._bar
-        return lambda: bar.advance(task)
-
-    def __exit__(self, *exc):
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
-        return False

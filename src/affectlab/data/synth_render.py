@@ -38,7 +38,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Mapping
 
 import cv2
 import numpy as np
@@ -586,8 +585,3 @@ def _finish(img: np.ndarray, p: FaceParams) -> np.ndarray:
         out += win * np.float32(p.noise)
     np.clip(out, 0, 255, out=out)
     return out.astype(np.uint8)
-
-
-def describe_aus(au: Mapping[int, float]) -> str:
-    """Short text of the non-zero AU intensities, e.g. ``"AU6=3.1 AU12=4.0"`` (for plots)."""
-    return " ".join(f"AU{k}={v:.1f}" for k, v in sorted(au.items()) if v >= 0.05)
