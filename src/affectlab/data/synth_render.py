@@ -203,14 +203,15 @@ def _shade(skin, depth: float) -> np.ndarray:
     return np.asarray(skin, dtype=np.float64) * (1.0 - 0.6 * min(1.0, max(0.0, depth)))
 
 
+@lru_cache(maxsize=16)
+def _lagrange_basis(t1: float, n: int) -> np.ndarray:
+    t = np.linspace(0.0, 1.0, n)
+    return np.stack([(t - t1) * (t - 1) / t1, t * (t - 1) / (t1 * (t1 - 1)), t * (t - t1) / (1 - t1)], axis=1)
+
+
 def _lagrange3(p0, p1, p2, t1: float, n: int) -> np.ndarray:
     """n points of the quadratic through p0 (t=0), p1 (t=t1) and p2 (t=1)."""
-    t = _lin(0.0, 1.0, n)[:, None]
-    p0, p1, p2 = (np.asarray(p, dtype=np.float64) for p in (p0, p1, p2))
-    l0 = (t - t1) * (t - 1) / (t1)
-    l1 = t * (t - 1) / (t1 * (t1 - 1))
-    l2 = t * (t - t1) / (1 - t1)
-    return l0 * p0 + l1 * p1 + l2 * p2
+    return _lagrange_basis(t1, n) @ np.array([p0, p1, p2], dtype=np.float64)
 
 
 def _mirror(pts: np.ndarray, side: int) -> np.ndarray:
