@@ -3,7 +3,9 @@
 A detector is any callable ``detector(image) -> ndarray [N, 5]`` taking an RGB ``uint8``
 image ``[H, W, 3]`` and returning one row ``x, y, w, h, score`` per face in pixel
 coordinates of that image (``score`` in [0, 1], higher is surer). An optional attribute
-``crop_margin`` overrides the margin the pipeline adds around its boxes. Plug another one in
+``crop_margin`` overrides the margin the pipeline adds around its boxes; an optional
+method ``reset()`` is called at the start of every input (for detectors that use the
+previous frame). Plug another one in
 with :func:`register_detector`::
 
     from affectlab.analyze.detectors import register_detector
