@@ -193,6 +193,43 @@ def test_different_seed_gives_a_different_run(run_dir, synth, tmp_path):
     assert other.label_space == result.label_space
 
 
+# ------------------------------------------------------------------------ samplers
+def test_several_uni_task_sets_train_one_model_with_equal_parts_per_batch(synth, tmp_path):
+    from lightning.pytorch.callbacks import Callback
+
+    generate(tmp_path / "expr", 40, size=32, seed=21, keep="expr", progress=False)
+    generate(tmp_path / "va", 40, size=32, seed=22, keep="va", progress=False)
+    seen = []
+
+    class Count(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append((int((batch["expr"] >= 0).sum()), int(torch.isfinite(batch["va"]).all(1).sum())))
+
+    cfg = fast_config([spec(tmp_path, "expr"), spec(tmp_path, "va")], epochs=1, batch_size=16, sampler="multitask")
+    result = train(cfg, tmp_path / "run", progress=False, callbacks=[Count()])
+    assert result.label_space.tasks == ("expr", "va")
+    assert seen and all(pair == (8, 8) for pair in seen)  # SMM: equal parts of each uni-task set
+    log = pd.read_csv(tmp_path / "run" / "log.csv")
+    assert {"train_expr", "train_va", "expr_acc", "va_ccc"} <= set(log.columns)
+
+
+def test_balanced_sampler_draws_expression_classes_equally(synth):
+    from affectlab.data.samplers import BalancedClassSampler
+    from affectlab.train.datamodule import AffectDataModule
+
+    ds = load_dataset(spec(synth, "train"))
+    keep = np.flatnonzero((ds.labels["expression"] != "happiness").to_numpy())
+    skewed = ds.subset(np.concatenate([np.flatnonzero((ds.labels["expression"] == "happiness").to_numpy())] * 6 + [keep]))
+    cfg = fast_config(spec(synth, "train"), sampler="balanced")
+    loader = AffectDataModule([skewed], skewed, cfg).train_dataloader()
+    assert isinstance(loader.sampler, BalancedClassSampler)
+    drawn = np.concatenate([np.asarray(skewed.expr_targets)[list(loader.sampler)] for _ in range(5)])
+    share = np.bincount(drawn, minlength=len(skewed.label_space.expressions)) / len(drawn)
+    natural = np.bincount(skewed.expr_targets, minlength=len(share)) / len(skewed)
+    happy = skewed.label_space.expressions.index("happiness")
+    assert natural[happy] > 0.4 and share[happy] < 0.25
+
+
 # ---------------------------------------------------------------------- bad input
 def _one_line_error(capsys, argv, *patterns):
     code = main(argv)

@@ -93,8 +93,9 @@ class TrainConfig(BaseModel):
     monitor : str
         Validation metric that selects the best checkpoint. ``auto`` = ``score``, the
         mean of ``expr_f1_macro``, ``va_ccc`` and ``au_f1_mean`` over the tasks being
-        trained. ``loss`` = validation loss (minimised). Names ending in ``loss``,
-        ``rmse`` or ``mae`` are minimised, others maximised.
+        trained. ``loss`` = total validation loss; ``val_<term>`` = one term of the
+        method's loss dict on the validation set. Losses, ``rmse`` and ``mae`` are
+        minimised, the other metrics maximised.
     method_config : dict
         Hyper-parameters of the method, validated by the method's ``Config``.
     """
@@ -157,10 +158,11 @@ class TrainConfig(BaseModel):
     @field_validator("monitor")
     @classmethod
     def _check_monitor(cls, value: str):
-        if value == "auto" or value in MONITORABLE or value.startswith("loss_"):
+        if value == "auto" or value in MONITORABLE or (value.startswith("val_") and len(value) > 4):
             return value
         raise ValueError(
-            f"unknown monitor {value!r}; expected auto, {', '.join(MONITORABLE)} or a loss term 'loss_<name>'"
+            f"unknown monitor {value!r}; expected auto, {', '.join(MONITORABLE)} or a validation loss term "
+            "'val_<term>' (the method's loss keys, e.g. val_loss)"
         )
 
     @property
@@ -170,7 +172,7 @@ class TrainConfig(BaseModel):
     @property
     def monitor_mode(self) -> str:
         name = self.monitor_name
-        return "min" if name.endswith(("loss", "rmse", "mae")) or name.startswith("loss_") else "max"
+        return "min" if name.endswith(("loss", "rmse", "mae")) or name.startswith("val_") else "max"
 
 
 def _error_text(exc: ValidationError, where: str) -> str:

@@ -20,6 +20,7 @@ import torch
 
 from affectlab.data.batch import batch_size as count_batch
 from affectlab.data.schema import LabelSpace
+from affectlab.errors import ConfigError
 from affectlab.train.config import SCORE_METRICS, TrainConfig
 
 
@@ -69,13 +70,7 @@ def concat_predictions(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarr
 
 
 def compute_metrics(preds: Mapping[str, np.ndarray], space: LabelSpace, *, protocol: str | None = None) -> dict:
-    """:func:`affectlab.metrics.summarize` on collected predictions, plus ``score``.
-
-    ``score`` is the mean of ``expr_f1_macro`` (``topk_acc`` when multi-label),
-    ``va_ccc`` and ``au_f1_mean`` over the tasks present: the default model-selection
-    metric. It is not a DESIGN.md metric and is returned separately by callers that
-    write ``metrics.json``.
-    """
+    """:func:`affectlab.metrics.summarize` on collected prediction arrays (DESIGN.md names)."""
     from affectlab import metrics
 
     kwargs = {k: preds[k] for k in ("expr_true", "expr_scores", "va_true", "va_pred", "au_true", "au_scores") if k in preds}
@@ -86,7 +81,13 @@ def compute_metrics(preds: Mapping[str, np.ndarray], space: LabelSpace, *, proto
 
 
 def selection_score(result: Mapping[str, Any], space: LabelSpace) -> float:
-    """Mean of each trained task's headline metric (see :func:`compute_metrics`)."""
+    """The default model-selection value ``score``.
+
+    The mean of ``expr_f1_macro`` (``topk_acc`` when multi-label), ``va_ccc`` and
+    ``au_f1_mean`` over the tasks of ``space``: each task counts equally whatever its
+    metric's scale. It is logged in ``log.csv`` but is not a DESIGN.md metric, so it is
+    not written to ``metrics.json``.
+    """
     values = []
     for task in space.tasks:
         key = SCORE_METRICS[task]
@@ -224,8 +225,14 @@ class AffectModule(L.LightningModule):
     def monitor_value(self) -> float:
         """Value of the configured monitor after the last validation epoch."""
         name = self.config.monitor_name
-        if name == "loss" or name.startswith("loss_"):
-            return float(self.val_losses.get(name, float("nan")))
+        if name == "loss" or name.startswith("val_"):
+            key = "loss" if name == "loss" else name[4:]
+            if key not in self.val_losses:
+                raise ConfigError(
+                    f"monitor {name!r}: the method's validation loss has no term {key!r}; "
+                    f"terms: {', '.join('val_' + k for k in self.val_losses) or 'none'}"
+                )
+            return float(self.val_losses[key])
         value = self.val_metrics.get(name)
         return float("nan") if value is None else float(value)
 
