@@ -239,6 +239,7 @@ def test_sequences_rise_and_fall(tmp_path):
         assert level[:apex].mean() < level[apex] and level[apex + 1 :].mean() < level[apex]
         # labels follow the dynamics: neutral at the ends, the expression at the apex
         assert clip["expression"].iloc[0] == "neutral" and clip["expression"].iloc[-1] == "neutral"
+        assert (clip.iloc[[0, -1]][AU_COLS] == 0).all().all()  # no action at onset and offset
         assert clip["expression"].iloc[apex] == expr[0]
         va = np.hypot(clip["valence"], clip["arousal"]).to_numpy()
         assert va[apex - 2 : apex + 3].mean() > va[:3].mean() + 0.1

@@ -315,13 +315,16 @@ def _sequence_plan(seed: int, k: int, expression: str, subject: int, frames: int
     for f in range(frames):
         fr = np.random.default_rng([int(seed), _ROLE_FRAME, int(k), f])
         au = {}
-        for a in SYNTH_AUS:
-            # prototype AUs follow the envelope; mixing AUs stay at a low, jittered level
-            target = apex[a] * env[f] if a in proto else apex[a]
-            au[a] = float(np.clip(target + fr.normal(0, 0.08), 0, 5))
-        present = sum(au[a] >= PRESENCE_THRESHOLD for a in proto)
+        for k_au in SYNTH_AUS:
+            # the expression's AUs (prototype and extra ones above threshold) follow the
+            # envelope; sub-threshold mixing stays at its low level, jittered
+            moving = k_au in proto or apex[k_au] >= PRESENCE_THRESHOLD
+            target = apex[k_au] * env[f] if moving else apex[k_au]
+            top = 5.0 if moving else PRESENCE_THRESHOLD - 0.01
+            au[k_au] = float(np.clip(target + fr.normal(0, 0.08), 0, top))
+        present = sum(au[k_au] >= PRESENCE_THRESHOLD for k_au in proto)
         label = expression if proto and present * 2 >= len(proto) else "neutral"
-        v, a_ = _va(expression, au, fr) if proto else _va("neutral", au, fr)
+        v, a_ = _va(expression, au, fr)
         nuis = dict(base)
         nuis["angle"] = base["angle"] + walk[f, 0]
         nuis["dx"] = base["dx"] + walk[f, 1]
