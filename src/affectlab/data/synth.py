@@ -30,17 +30,24 @@ Ground truth
 * **Sequences** (``sequences=K, frames=F``): K clips of one identity and one expression
   whose AU intensities follow onset (0 -> apex), apex plateau and offset (apex -> 0) with
   the apex around the middle, per-frame jitter of the AUs (sd 0.08) and of the head pose,
-  and VA following the AUs. A frame is labelled with the clip's expression when at least
-  half of its prototype AUs are present, else ``neutral``.
+  and VA following the AUs (sub-threshold mixing AUs stay below the threshold). A frame
+  is labelled with the clip's expression when at least half of its prototype AUs are
+  present, else ``neutral``.
+* **Label noise** (``label_noise=P``): each stored expression is replaced, with
+  probability P, by a different class of the set; ``expression_true`` and
+  ``label_flipped`` record the truth. **Missing labels** (``drop_labels=P``): each kept
+  descriptor of a sample is dropped with probability P (expression empty, VA NaN, every
+  AU presence and intensity -1), keeping at least one per sample. ``keep`` writes only
+  some descriptors (uni-task sets).
 
 Everything is drawn from ``numpy.random.default_rng`` seeded with ``(seed, role, index)``,
 so the same arguments give byte-identical images and labels, in any order.
 
-Files: JPEG images, quality 95 (encoding a noisy 112 px face as PNG costs more than
-drawing it; ``image_format="png"`` writes lossless PNG) under ``DIR/img/<i:06d>.jpg`` or
-``DIR/<video>/<frame:05d>.jpg``, ``DIR/labels.csv``
-in the manifest format (``path`` relative to the CSV) and ``DIR/synth.json`` with the
-generator settings.
+Files: JPEG images, quality 95 (encoding a noisy 112 px face as PNG costs about as much
+as drawing it, JPEG a tenth of that; ``image_format="png"`` writes lossless PNG) under
+``DIR/img/<i:06d>.jpg`` or ``DIR/<video>/<frame:05d>.jpg``, ``DIR/labels.csv`` in the
+manifest format (``path`` relative to the CSV) and ``DIR/synth.json`` with the generator
+settings.
 """
 
 from __future__ import annotations
