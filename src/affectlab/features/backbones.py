@@ -30,7 +30,7 @@ prefix; the factory then receives the rest of the name::
     def _clip(arch, *, pretrained=False, weights=None, **kw) -> Backbone: ...
 
 Modules listed in :data:`PLUGIN_MODULES` (``affectlab.features.clip``,
-``affectlab.features.run`` ...) are imported on first use of the registry, so families
+``affectlab.features.run_backbone``) are imported on first use of the registry, so families
 defined there are available without an explicit import.
 """
 
@@ -56,8 +56,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 #: Modules that register more backbone families when imported (missing ones are skipped).
 PLUGIN_MODULES: tuple[str, ...] = (
     "affectlab.features.clip",
-    "affectlab.features.run",
-    "affectlab.features.cache",
+    "affectlab.features.run_backbone",
 )
 
 
@@ -78,7 +77,9 @@ class Preprocessing:
         Name of the normalisation: ``"imagenet"``, ``"clip"``, ``"none"`` (mean 0, std 1)
         or ``"custom"``. Informative only: ``mean`` and ``std`` are authoritative.
     interpolation : str
-        ``"bilinear"``, ``"bicubic"`` or ``"area"``.
+        The upstream recipe's resize filter (``"bilinear"``, ``"bicubic"``, ``"area"``),
+        recorded for reference: affectlab's transforms resize every backbone's input
+        with antialiased bilinear interpolation, in training and inference alike.
     """
 
     input_size: int = 224
