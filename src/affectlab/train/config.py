@@ -316,8 +316,13 @@ def resolve_config(
     cfg = cfg.model_copy(update={"method_config": merged})
     from affectlab.methods.base import get_method_class
 
-    get_method_class(cfg.method).make_config(method_config_for(cfg))  # fails early on bad values
-    return cfg
+    # validate now (bad values fail before any data is read) and record every method
+    # hyper-parameter with its default, so config.yaml is the complete setting
+    full = get_method_class(cfg.method).make_config(method_config_for(cfg)).model_dump(mode="json")
+    update: dict[str, Any] = {"method_config": full}
+    if cfg.backbone is None and isinstance(full.get("backbone"), str):
+        update["backbone"] = full["backbone"]
+    return cfg.model_copy(update=update)
 
 
 def method_config_for(cfg: TrainConfig) -> dict[str, Any]:
