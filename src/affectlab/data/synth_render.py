@@ -214,6 +214,18 @@ def _lagrange3(p0, p1, p2, t1: float, n: int) -> np.ndarray:
     return _lagrange_basis(t1, n) @ np.array([p0, p1, p2], dtype=np.float64)
 
 
+@lru_cache(maxsize=32)
+def _arc(a0: float, a1: float, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin of n angles from a0 to a1 (cached: the shapes reuse a few grids)."""
+    th = np.linspace(a0, a1, n)
+    return np.cos(th), np.sin(th)
+
+
+def _clamp(a, lo, hi):
+    """``np.clip`` without its dispatch overhead (it dominates on 20-element arrays)."""
+    return np.minimum(np.maximum(a, lo), hi)
+
+
 def _mirror(pts: np.ndarray, side: int) -> np.ndarray:
     """Features are built for the image-right side (x > 0); side -1 mirrors them."""
     if side > 0:
@@ -313,8 +325,8 @@ def _draw_face(cv: _Canvas, p: FaceParams) -> None:
 
     # hair behind the head, neck, ears
     if idn["hair_style"] == 2:
-        th = _lin(np.pi * 0.9, np.pi * 2.1, 40)
-        back = _xy(1.18 * W * np.cos(th), 1.12 * Hu * np.sin(th))
+        c, sn = _arc(np.pi * 0.9, np.pi * 2.1, 40)
+        back = _xy(1.18 * W * c, 1.12 * Hu * sn)
         back = _cat(back, [[1.2 * W, Hl * 0.9], [-1.2 * W, Hl * 0.9]])
         cv.fill(back, hair * 0.85)
     neck_w = W * idn["neck_w"]
@@ -330,9 +342,8 @@ def _draw_face(cv: _Canvas, p: FaceParams) -> None:
         cv.ellipse((side * W * 0.97, 0.0), (0.035, 0.06), skin * 0.9)
 
     # face outline: ellipse halves with a tapered jaw
-    th = _lin(0, 2 * np.pi, 73)[:-1]
-    st = np.sin(th)
-    x = W * np.cos(th) * (1 - idn["jaw_taper"] * np.clip(st, 0, None) ** 2)
+    ct, st = _arc(0.0, 2 * np.pi * 71 / 72, 72)
+    x = W * ct * (1 - idn["jaw_taper"] * np.maximum(st, 0) ** 2)
     y = np.where(st > 0, Hl, Hu) * st
     cv.fill(_xy(x, y), skin)
 
@@ -391,14 +402,14 @@ def _draw_face(cv: _Canvas, p: FaceParams) -> None:
 
     # hair cap with its hairline
     if idn["hair_style"] in (1, 2):
-        th = _lin(np.pi + 0.12, 2 * np.pi - 0.12, 40)
-        outer = _xy(1.06 * W * np.cos(th), 1.08 * Hu * np.sin(th))
+        c, sn = _arc(np.pi + 0.12, 2 * np.pi - 0.12, 40)
+        outer = _xy(1.06 * W * c, 1.08 * Hu * sn)
         hl = idn["hairline"]
         xs = _lin(outer[-1, 0], outer[0, 0], 24)
-        temple = 0.3 * Hu * np.clip((np.abs(xs) / W - 0.7) / 0.35, 0, 1) ** 2
+        temple = 0.3 * Hu * _clamp((np.abs(xs) / W - 0.7) / 0.35, 0, 1) ** 2
         line = -hl + idn["hair_dip"] * (1 - (xs / W) ** 2) + temple
         # keep the hairline inside the cap's outline so the polygon never folds over
-        arc = -1.08 * Hu * np.sqrt(np.clip(1 - (xs / (1.06 * W)) ** 2, 0, 1))
+        arc = -1.08 * Hu * np.sqrt(_clamp(1 - (xs / (1.06 * W)) ** 2, 0, 1))
         inner = _xy(xs, np.maximum(line, arc + 0.004))
         cv.fill(_cat(outer, inner), hair)
 
@@ -411,7 +422,7 @@ def _draw_eye(cv: _Canvas, p: FaceParams, idn: dict, side: int, n, skin) -> None
     hl = idn["lid_low"] * (1 - 0.55 * n7 - 0.45 * n6 + 0.15 * n5)
     hu, hl = max(hu, 0.15 * r), max(hl, 0.1 * r)
     xs = _lin(-ew, ew, 21)
-    u = np.clip(1 - (xs / ew) ** 2, 0, 1)
+    u = _clamp(1 - (xs / ew) ** 2, 0, 1)
     upper = -hu * u ** 0.75
     lower = hl * u ** (0.9 - 0.5 * n7)  # AU7 straightens the lower lid
     centre = np.array([ex, ey])
@@ -424,13 +435,13 @@ def _draw_eye(cv: _Canvas, p: FaceParams, idn: dict, side: int, n, skin) -> None
 
     # iris and pupil clipped to the lids: clamp the disc's y between the lid curves
     gaze = idn["gaze"] * ew
-    th = _lin(0, 2 * np.pi, 25)[:-1]
+    c, sn = _arc(0.0, 2 * np.pi * 23 / 24, 24)
     for rad, col in ((r, idn["iris"]), (r * 0.45, (20, 15, 15))):
-        cx = np.clip(gaze + rad * np.cos(th), -ew, ew)
-        cy = rad * np.sin(th) + 0.1 * r
-        uu = np.clip(1 - (cx / ew) ** 2, 0, 1)
+        cx = _clamp(gaze + rad * c, -ew, ew)
+        cy = rad * sn + 0.1 * r
+        uu = _clamp(1 - (cx / ew) ** 2, 0, 1)
         lo_y, hi_y = -hu * uu ** 0.75, hl * uu ** (0.9 - 0.5 * n7)
-        cv.fill(put(_xy(cx, np.clip(cy, lo_y, hi_y))), col)
+        cv.fill(put(_xy(cx, _clamp(cy, lo_y, hi_y))), col)
 
     lash = _shade(skin, 1.0) * 0.5
     cv.line(put(_xy(xs, upper)), lash, cv.thin + (1 if cv.size >= 96 else 0))
