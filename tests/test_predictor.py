@@ -195,3 +195,14 @@ def test_feature_level_model_needs_features():
     with torch.no_grad():
         want = m({"features": torch.from_numpy(feats)}).va.numpy()
     np.testing.assert_allclose(out["va"], want, rtol=1e-6)
+
+
+def test_inference_copy_folds_batch_norm_and_leaves_the_method_alone(method):
+    pred = Predictor.from_method(method)
+    assert not any(isinstance(mod, torch.nn.BatchNorm2d) for mod in pred._model.modules())
+    assert sum(isinstance(mod, torch.nn.BatchNorm2d) for mod in method.modules()) > 0
+    assert all(p.requires_grad for p in method.parameters())
+    plain = Predictor.from_method(method, fuse=False)
+    assert plain._model is method
+    images = _images()
+    np.testing.assert_allclose(pred.predict(images)["au_prob"], plain.predict(images)["au_prob"], rtol=1e-5, atol=1e-6)
