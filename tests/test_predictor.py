@@ -9,7 +9,7 @@ import torch
 from affectlab.data.schema import AU_SETS, EXPRESSIONS, LabelSpace
 from affectlab.data.transforms import build_transform
 from affectlab.errors import ConfigError, ModelError
-from affectlab.methods.base import Outputs, create_method
+from affectlab.methods.base import create_method
 from affectlab.methods.baseline import BaselineMethod
 from affectlab.predictor import Predictor, available_packaged_models, register_packaged_model
 

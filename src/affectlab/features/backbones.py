@@ -436,28 +436,23 @@ register_backbone("builtin:cnn-tiny")(_builtin("builtin:cnn-tiny", (8, 16, 32, 3
 
 
 class GraphBackbone(Backbone):
-    """A truncated upstream model (a torch.fx feature extractor) returning named nodes.
+    """A truncated upstream CNN (a torch.fx feature extractor up to one node).
 
-    The extractor keeps the upstream module names, so a state dict of the full upstream
-    model fits ``body`` once its extra (classifier) keys are ignored.
+    ``"map"`` is that node's output, ``"global"`` its spatial average. The extractor
+    keeps the upstream module names, so a state dict of the full upstream model fits
+    ``body`` once its extra (classifier) keys are ignored.
     """
 
-    def __init__(self, *, body: nn.Module, global_from: str, **kw):
+    def __init__(self, *, body: nn.Module, **kw):
         super().__init__(**kw)
         self.body = body
-        self._global_from = global_from
 
     def weight_targets(self) -> list[nn.Module]:
         return [self, self.body]
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        feats = self.body(x)
-        out: dict[str, torch.Tensor] = {"map": feats["map"]}
-        if self._global_from == "pool":
-            out["global"] = feats["map"].mean(dim=(2, 3))
-        else:
-            out["global"] = torch.flatten(feats["global"], 1)
-        return out
+        fmap = self.body(x)["map"]
+        return {"global": fmap.mean(dim=(2, 3)), "map": fmap}
 
 
 class MaxVitBackbone(Backbone):
@@ -482,15 +477,15 @@ class MaxVitBackbone(Backbone):
 
 
 _TV_SPECS: dict[str, dict[str, Any]] = {
-    # map node, global node ("pool" = average of map), map channels, global dim, input size
-    "resnet18": {"map": "layer4", "global": "pool", "c": 512, "d": 512, "size": 224},
-    "resnet50": {"map": "layer4", "global": "pool", "c": 2048, "d": 2048, "size": 224},
-    "efficientnet_v2_s": {"map": "features", "global": "pool", "c": 1280, "d": 1280, "size": 384},
-    # MaxViT's pooled feature goes through the classifier's LayerNorm before its MLP head
-    "maxvit_t": {"map": "blocks", "global": "classifier", "c": 512, "d": 512, "size": 224},
+    # node whose output is the map, its channels (= global dim), default input size
+    "resnet18": {"map": "layer4", "c": 512, "size": 224},
+    "resnet50": {"map": "layer4", "c": 2048, "size": 224},
+    "efficientnet_v2_s": {"map": "features", "c": 1280, "size": 384},
+    # the last stage; global = the classifier's pool + LayerNorm (MaxVitBackbone)
+    "maxvit_t": {"map": "blocks", "c": 512, "size": 224},
     # SMM-EmotionNet (002) cuts InceptionV3 after Mixed_6e: 17x17x768 at 299 px, and its
     # multi-task baseline's heads start from that 768-d feature (768x16 -> 16xC)
-    "inception_v3": {"map": "Mixed_6e", "global": "pool", "c": 768, "d": 768, "size": 299},
+    "inception_v3": {"map": "Mixed_6e", "c": 768, "size": 299},
 }
 
 
@@ -524,20 +519,17 @@ def _torchvision_factory(arch: str):
             raise
         common = dict(
             name=f"torchvision:{arch}",
-            out_dim=spec["d"],
+            out_dim=spec["c"],
             map_channels=spec["c"],
             preprocessing=Preprocessing.named("imagenet", input_size or spec["size"]),
         )
         if arch == "maxvit_t":
             return _finish(MaxVitBackbone(full, **common), weights=weights)
-        nodes = {spec["map"]: "map"}
-        if spec["global"] != "pool":
-            nodes[spec["global"]] = "global"
         with warnings.catch_warnings():
             # inception's eval-mode graph lacks the aux branch; we cut before it anyway
             warnings.filterwarnings("ignore", message=".*eval mode are a subsequence.*")
-            body = create_feature_extractor(full, return_nodes=nodes)
-        bb = GraphBackbone(body=body, global_from="pool" if spec["global"] == "pool" else "node", **common)
+            body = create_feature_extractor(full, return_nodes={spec["map"]: "map"})
+        bb = GraphBackbone(body=body, **common)
         return _finish(bb, weights=weights)
 
     return factory
