@@ -29,6 +29,7 @@ _EXPLAINERS: dict[str, Explainer] = {}
 EXPLAINER_MODULES: dict[str, str] = {
     "aura": "affectlab.interpret.aura_explain",
     "vavae": "affectlab.interpret.vavae_explain",
+    "smm": "affectlab.interpret.smm_views",
 }
 
 
