@@ -202,21 +202,23 @@ def sample_identity(seed: int, k: int) -> dict:
 def _sample_aus(rng: np.random.Generator, expression: str) -> tuple[dict, dict, float]:
     """AU intensities, per-side multipliers and the expression intensity of one face."""
     proto = PROTOTYPES[expression]
-    au = {}
-    for k in SYNTH_AUS:
-        # sub-threshold mixing: small amounts of other AUs
-        au[k] = float(rng.uniform(0.0, 0.8)) if rng.random() < 0.35 else 0.0
+    # one draw per role (vectors): scalar draws cost more than the drawing of a face
+    n_aus = len(SYNTH_AUS)
+    mixed = (rng.random(n_aus) < 0.35) * rng.uniform(0.0, 0.8, n_aus)  # sub-threshold mixing
+    gains = rng.uniform(0.85, 1.0, (n_aus, 2))
+    u = rng.random(8)
+    au = dict(zip(SYNTH_AUS, mixed.tolist()))
     level = 0.0
     if proto:
-        level = float(rng.uniform(0.35, 1.0))
-        for k in proto:
-            au[k] = float(np.clip(5.0 * level * rng.uniform(0.8, 1.15), PRESENCE_THRESHOLD, 5.0))
+        level = 0.35 + 0.65 * float(u[0])
+        for k, g in zip(proto, rng.uniform(0.8, 1.15, len(proto)).tolist()):
+            au[k] = min(5.0, max(PRESENCE_THRESHOLD, 5.0 * level * g))
         extras = [k for k in EXTRA_AUS[expression] if k not in proto]
-        if extras and rng.random() < 0.15:
-            au[int(rng.choice(extras))] = float(rng.uniform(1.0, 2.0))
-    side = {k: (float(rng.uniform(0.85, 1.0)), float(rng.uniform(0.85, 1.0))) for k in SYNTH_AUS}
+        if extras and u[1] < 0.15:
+            au[extras[int(u[2] * len(extras))]] = 1.0 + float(u[3])
+    side = {k: (float(g[0]), float(g[1])) for k, g in zip(SYNTH_AUS, gains)}
     if expression in UNILATERAL:
-        right = bool(rng.random() < 0.5)
+        right = bool(u[4] < 0.5)
         for k in UNILATERAL[expression]:
             side[k] = (0.0, 1.0) if right else (1.0, 0.0)
     return au, side, level
@@ -226,45 +228,52 @@ def _va(expression: str, au: dict, rng: np.random.Generator) -> tuple[float, flo
     proto = PROTOTYPES[expression]
     scale = float(np.mean([au[k] for k in proto])) / 5.0 if proto else 0.0
     cv, ca = VA_CENTRES[expression]
-    v = np.clip(cv * scale + rng.normal(0, VA_NOISE), -1, 1)
-    a = np.clip(ca * scale + rng.normal(0, VA_NOISE), -1, 1)
-    return float(v), float(a)
+    nv, na = rng.normal(0, VA_NOISE, 2).tolist()
+    return min(1.0, max(-1.0, cv * scale + nv)), min(1.0, max(-1.0, ca * scale + na))
+
+
+_BG_KINDS = ("none", "blobs", "stripes")
+_BG_CUMP = np.cumsum([0.4, 0.4, 0.2])
 
 
 def _sample_nuisance(rng: np.random.Generator, size: int) -> dict:
-    u = rng.uniform
-    bg_kind = str(rng.choice(["none", "blobs", "stripes"], p=[0.4, 0.4, 0.2]))
+    r = rng.random(32)
+
+    def u(i: int, lo: float, hi: float) -> float:
+        return lo + (hi - lo) * float(r[i])
+
     occlusion = None
-    if rng.random() < OCCLUSION_RATE:
+    if r[0] < OCCLUSION_RATE:
         occlusion = {
-            "kind": str(rng.choice(["rect", "ellipse"])),
-            "center": (u(-0.25, 0.25), u(-0.2, 0.3)),
-            "axes": (u(0.05, 0.14), u(0.04, 0.1)),
-            "angle": u(-40, 40),
-            "color": tuple(rng.uniform(0, 255, 3)),
+            "kind": "rect" if r[1] < 0.5 else "ellipse",
+            "center": (u(2, -0.25, 0.25), u(3, -0.2, 0.3)),
+            "axes": (u(4, 0.05, 0.14), u(5, 0.04, 0.1)),
+            "angle": u(6, -40, 40),
+            "color": tuple((255 * r[7:10]).tolist()),
         }
+    seeds = rng.integers(2**31, size=2)
     return {
         "size": int(size),
-        "angle": u(-10, 10),
-        "scale": u(1.06, 1.24),
-        "dx": u(-0.04, 0.04),
-        "dy": u(-0.04, 0.04),
-        "light_angle": u(0, 2 * np.pi),
-        "light_amp": u(0.0, 0.5),
-        "brightness": u(0.8, 1.12),
-        "tint": tuple(u(0.9, 1.1, 3)),
+        "angle": u(10, -10, 10),
+        "scale": u(11, 1.06, 1.24),
+        "dx": u(12, -0.04, 0.04),
+        "dy": u(13, -0.04, 0.04),
+        "light_angle": u(14, 0, 2 * np.pi),
+        "light_amp": u(15, 0.0, 0.5),
+        "brightness": u(16, 0.8, 1.12),
+        "tint": tuple((0.9 + 0.2 * r[17:20]).tolist()),
         "background": {
-            "colors": (tuple(rng.uniform(0, 255, 3)), tuple(rng.uniform(0, 255, 3))),
-            "angle": u(0, 2 * np.pi),
-            "texture": bg_kind,
-            "texture_amp": u(5, 30),
-            "period": int(rng.integers(3, 14)),
-            "seed": int(rng.integers(2**31)),
+            "colors": (tuple((255 * r[20:23]).tolist()), tuple((255 * r[23:26]).tolist())),
+            "angle": u(26, 0, 2 * np.pi),
+            "texture": _BG_KINDS[int(np.searchsorted(_BG_CUMP, r[27], side="right"))],
+            "texture_amp": u(28, 5, 30),
+            "period": 3 + int(r[29] * 11),
+            "seed": int(seeds[0]),
         },
         "occlusion": occlusion,
-        "blur": u(0.0, 0.9) * size / 112,
-        "noise": u(0.0, 6.0),
-        "seed": int(rng.integers(2**31)),
+        "blur": u(30, 0.0, 0.9) * size / 112,
+        "noise": u(31, 0.0, 6.0),
+        "seed": int(seeds[1]),
     }
 
 
@@ -322,13 +331,14 @@ def _sequence_plan(seed: int, k: int, expression: str, subject: int, frames: int
     for f in range(frames):
         fr = np.random.default_rng([int(seed), _ROLE_FRAME, int(k), f])
         au = {}
-        for k_au in SYNTH_AUS:
+        jitter = fr.normal(0, 0.08, len(SYNTH_AUS)).tolist()
+        for k_au, jit in zip(SYNTH_AUS, jitter):
             # the expression's AUs (prototype and extra ones above threshold) follow the
             # envelope; sub-threshold mixing stays at its low level, jittered
             moving = k_au in proto or apex[k_au] >= PRESENCE_THRESHOLD
             target = apex[k_au] * env[f] if moving else apex[k_au]
             top = 5.0 if moving else PRESENCE_THRESHOLD - 0.01
-            au[k_au] = float(np.clip(target + fr.normal(0, 0.08), 0, top))
+            au[k_au] = min(top, max(0.0, target + jit))
         present = sum(au[k_au] >= PRESENCE_THRESHOLD for k_au in proto)
         label = expression if proto and present * 2 >= len(proto) else "neutral"
         v, a_ = _va(expression, au, fr)
