@@ -34,6 +34,7 @@ _SPLIT_SYNONYMS = {
 
 def find_manifest(root: Path) -> Path:
     """The manifest file: ``root`` itself, or ``labels.csv`` / ``labels.parquet`` in it."""
+    root = Path(root)
     if root.is_file():
         if root.suffix.lower() not in (".csv", ".parquet", ".pq", ".tsv"):
             raise DatasetError(f"manifest {root} must be a .csv, .tsv or .parquet file")
