@@ -500,8 +500,6 @@ def train(
                 )
         val_sets = [d.with_label_space(space) for d in val_sets]
     if len(val_sets) > 1:
-        from affectlab.data.datasets import LabeledDataset  # noqa: F401  (type of the parts)
-
         val_set = _concat_eval(val_sets)
     else:
         val_set = val_sets[0]
