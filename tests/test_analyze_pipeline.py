@@ -141,6 +141,13 @@ def test_smoothing_per_track_is_equation_9(clip, predictor):
     with pytest.warns(UserWarning, match="stores no smoothing"):
         auto = affectlab.analyze(video, predictor, detector="test-two-faces", smooth="auto", progress=False)
     pd.testing.assert_frame_equal(pd.DataFrame(auto), pd.DataFrame(raw))
+    # a model that stores its mu (as evaluate --smooth would): 'auto' applies it
+    from affectlab.predictor import Predictor
+
+    stored = Predictor.from_method(predictor.method, predictor.preprocessing, info={"smoothing": {"va": 2.0}})
+    auto = affectlab.analyze(video, stored, detector="test-two-faces", smooth="auto", progress=False)
+    pd.testing.assert_frame_equal(auto.va, per_task.va)
+    assert auto.model_info["smoothing"] == {"va": 2.0}
 
 
 def test_annotated_video_and_report(clip, predictor, tmp_path):

@@ -263,6 +263,7 @@ class AffectTable(pd.DataFrame):
             _, ax = plt.subplots(figsize=(4.2, 4.2))
         _draw_circumplex(ax)
         cmaps = ["viridis", "plasma", "cividis", "magma"]
+        sc = None
         for k, f in enumerate(faces):
             g = sub[sub["face"] == f].sort_values("time_s")
             v, a = g["valence"].to_numpy(dtype=float), g["arousal"].to_numpy(dtype=float)
@@ -270,9 +271,9 @@ class AffectTable(pd.DataFrame):
                 continue
             ax.plot(v, a, "-", color="0.6", lw=0.6, zorder=1)
             sc = ax.scatter(v, a, c=np.arange(len(v)), cmap=cmaps[k % len(cmaps)], s=8, zorder=2, label=f"face {f}")
-        if faces and len(sub):
+        if sc is not None:
             ax.legend(loc="lower right", fontsize=7)
-            if len(faces) == 1 and "sc" in locals():
+            if len(faces) == 1:
                 plt.colorbar(sc, ax=ax, fraction=0.046, pad=0.04, label="frame order")
         return ax
 
