@@ -84,10 +84,12 @@ def analyze_cmd(
     computed, so a failure or Ctrl-C keeps everything done so far; unreadable files are
     reported and the others go on (exit code 1 if any failed).
 
-    Examples: `affectlab analyze session.mp4 --model runs/base --out session.csv`;
-    `affectlab analyze recordings/ --model runs/base --out all.parquet --every 5 --report report/`;
-    `affectlab analyze clip.mp4 -m runs/base --out t.csv --video-out annotated.mp4 --smooth 9`;
-    crops: `affectlab analyze faces/ -m runs/base --detector none --out t.csv`.
+    Examples:
+
+    * `affectlab analyze session.mp4 --model runs/base --out session.csv`
+    * `affectlab analyze recordings/ "extra/*.mov" -m runs/base --out all.parquet --every 5 --report report/`
+    * `affectlab analyze clip.mp4 -m runs/base --out t.csv --video-out annotated.mp4 --smooth 9`
+    * already-cropped faces: `affectlab analyze faces/ -m runs/base --detector none --out t.csv`
     """
     from affectlab.analyze.api import run_cli
 
