@@ -217,7 +217,11 @@ def evaluate_cmd(
         None, "--predictions", help="Write per-sample predictions (.csv or .parquet)."
     ),
     per_class: bool = typer.Option(False, "--per-class", help="Per-class / per-AU rows and a confusion-matrix PNG."),
-    plots: Optional[Path] = typer.Option(None, "--plots", help="Folder for plots (default: next to --json, or .)."),
+    plots: Optional[Path] = typer.Option(
+        None, "--plots",
+        help="Folder for plots: row-normalised confusion matrix and cumulative |error| curves of valence/arousal "
+        "(default for --per-class: next to --json, or .).",
+    ),
     protocol: Optional[str] = typer.Option(None, "--protocol", help="abaw: add the ABAW multi-task score abaw_mtl."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Evaluation batch size."),
     num_workers: int = typer.Option(0, "--num-workers", min=0, help="DataLoader workers."),
