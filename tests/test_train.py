@@ -253,6 +253,8 @@ def test_bad_inputs_give_one_clear_line(synth, tmp_path, capsys):
     _one_line_error(capsys, ["train", "--train", spec(synth, "va_only"), "--out", str(tmp_path / "y"), *FAST,
                              "--tasks", "expr,au"], "none of the requested descriptors", "expr", "va")
     _one_line_error(capsys, [*base, "--tasks", "expr,pose"], "pose")
+    _one_line_error(capsys, ["train", "--method", "aura", "--train", train_spec, "--out", str(tmp_path / "z"), "-q"],
+                    "works on features", "affectlab extract")
     empty = tmp_path / "empty"
     empty.mkdir()
     pd.DataFrame(columns=["path", "expression"]).to_csv(empty / "labels.csv", index=False)

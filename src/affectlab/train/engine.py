@@ -249,7 +249,8 @@ def _check_inputs(method_cls, datasets: Sequence) -> Mapping[str, Any] | None:
         have = [k for k in ("image", "features") if k in sample]
         hint = " (extract features first: affectlab extract)" if kind == "features" else ""
         raise ConfigError(
-            f"method {method_cls.name!r} trains on {kind} but {_name(datasets[0])} yields {', '.join(have) or 'neither'}{hint}"
+            f"method {method_cls.name!r} works on {kind} but {_name(datasets[0])} yields "
+            f"{', '.join(have) or 'neither images nor features'}{hint}"
         )
     return sample
 
@@ -817,6 +818,7 @@ def evaluate(
     ds = ds.with_label_space(space)
     if info.get("preprocessing") is not None:
         _set_transform(ds, image_transform(info["preprocessing"], info.get("transform", {}).get("eval"), False))
+    _check_inputs(type(method), [ds])  # images for image models, cached features for feature models
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     method.to(dev).eval()
     smoother = None
