@@ -446,6 +446,92 @@ def explain_cmd(
         console.print(line, highlight=False)
 
 
+models_app = typer.Typer(
+    help=(
+        "Packaged and imported models. `affectlab models` lists them; "
+        "`affectlab models import emotiefflib:enet_b0_8_best_afew` adds a public checkpoint."
+    ),
+    invoke_without_command=True,
+    rich_markup_mode="markdown",
+)
+app.add_typer(models_app, name="models")
+
+
+def _print_models() -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from affectlab.models import list_models, models_home
+
+    table = Table(title=f"models (imported ones live in {models_home()})")
+    for col in ("name", "kind", "description", "path"):
+        table.add_column(col, overflow="fold")
+    for row in list_models():
+        table.add_row(*(escape(str(row[c])) for c in ("name", "kind", "description", "path")))
+    Console().print(table)
+
+
+@models_app.callback()
+def models_cmd(ctx: typer.Context):
+    """List the models usable as `--model NAME`: the packaged `affectlab-base` (alias `default`,
+    used when `analyze` gets no `--model`) and the models imported with `affectlab models import`.
+
+    Example: `affectlab models`.
+    """
+    if ctx.invoked_subcommand is None:
+        _print_models()
+
+
+@models_app.command("list")
+def models_list_cmd():
+    """List packaged and imported models (same as `affectlab models`)."""
+    _print_models()
+
+
+@models_app.command("import")
+def models_import_cmd(
+    source: str = typer.Argument(..., help="SOURCE:NAME: emotiefflib:<model> (e.g. enet_b0_8_va_mtl) or clip:<arch>."),
+    file: Optional[Path] = typer.Option(None, "--file", help="Local copy of the checkpoint (offline; required for clip:)."),
+    force: bool = typer.Option(False, "--force", help="Replace an earlier import of the same name."),
+):
+    """Import a public checkpoint as an affectlab model, stored under $AFFECTLAB_HOME/models
+    (default ~/.affectlab/models).
+
+    `emotiefflib:<name>` wraps an EmotiEffLib ONNX expression model (AffectNet classes,
+    `*_mtl` also valence/arousal; Apache-2.0) with its preprocessing and label order, so
+    `analyze`, `evaluate` and `explain` take `--model emotiefflib:<name>`. Names:
+    enet_b0_8_best_afew, enet_b0_8_best_vgaf, enet_b0_8_va_mtl, enet_b2_8, enet_b2_7.
+    Downloads once when online; offline pass `--file enet_b0_8_best_afew.onnx`.
+    `clip:<arch>` registers a local open_clip checkpoint for `--backbone clip:<arch>`.
+
+    Example: `affectlab models import emotiefflib:enet_b0_8_va_mtl --file enet_b0_8_va_mtl.onnx`,
+    then `affectlab analyze clip.mp4 --model emotiefflib:enet_b0_8_va_mtl`.
+    """
+    from affectlab.models.importers import import_model
+
+    info = import_model(source, file, force=force)
+    console.print(f"[green]imported[/green] {info['name']}: {info.get('description', '')} -> {info['path']}", highlight=False)
+    if info.get("kind") == "backbone":
+        console.print(
+            f"use it with --backbone {info['backbone']} --weights {Path(info['path']) / info['weights']}", highlight=False
+        )
+
+
+@models_app.command("path")
+def models_path_cmd(name: str = typer.Argument(..., help="A packaged or imported model name.")):
+    """Print the file of a packaged or imported model (for an imported backbone: its weights file).
+
+    Example: `--weights $(affectlab models path clip:ViT-B-16)`.
+    """
+    from affectlab.models import imported_models
+    from affectlab.models.importers import imported_weights
+    from affectlab.predictor import _resolve_model
+
+    kinds = {i["name"]: i.get("kind") for i in imported_models()}
+    path = imported_weights(name) if kinds.get(name) == "backbone" else _resolve_model(name)
+    typer.echo(str(path))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Console-script entry point: run the app and turn expected errors into one line."""
     from affectlab.errors import AffectlabError

@@ -49,14 +49,23 @@ def register_packaged_model(name: str, path_fn: Callable[[], str | os.PathLike])
     _PACKAGED[name.strip()] = path_fn
 
 
+def _discover_packaged() -> None:
+    """Register the models shipped with affectlab and those the user imported (cheap, idempotent)."""
+    from affectlab.models import register_all
+
+    register_all()
+
+
 def available_packaged_models() -> list[str]:
     """Names accepted by :meth:`Predictor.load` besides paths."""
+    _discover_packaged()
     return sorted(_PACKAGED)
 
 
 def _resolve_model(model: str | os.PathLike) -> str | os.PathLike:
     if isinstance(model, (str, os.PathLike)) and Path(model).exists():
         return model
+    _discover_packaged()
     if isinstance(model, str) and model.strip() in _PACKAGED:
         return _PACKAGED[model.strip()]()
     packaged = ", ".join(available_packaged_models()) or "none registered"

@@ -13,6 +13,9 @@ Presets
     A light training preset: small random resized crop, horizontal flip, mild colour
     jitter and rotation. Safe for every task (none of it changes an expression, its
     valence/arousal or its AUs).
+``faces``
+    For in-the-wild photographs, many of them gray (the packaged ``affectlab-base``
+    model): the ``default`` operations a little stronger, plus ``RandomGrayscale(0.25)``.
 ``cage``
     The augmentation list of CAGE (section 4.2 of ``001_01df4aa5e26e8a28``):
     RandomHorizontalFlip(p=0.5), RandomGrayscale(p=0.01), RandomRotation(10),
@@ -51,6 +54,7 @@ PRESETS: dict[str, str] = {
     "eval": "resize + normalise, no augmentation",
     "default": "light augmentation: resized crop (scale 0.85-1), flip, mild colour jitter, rotation 5 deg",
     "cage": "CAGE (001 sec. 4.2): flip, grayscale 1%, rotation 10, colour jitter, perspective 0.2, random erasing",
+    "faces": "in-the-wild faces (affectlab-base): the default preset plus grayscale 25%, rotation 10 deg",
 }
 
 
@@ -166,6 +170,15 @@ def _augmentations(preset: str, size: tuple[int, int], interpolation: str = "bil
             v2.RandomHorizontalFlip(p=0.5),
             v2.RandomRotation(5),
             v2.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1),
+        ], []
+    if preset == "faces":
+        # a mix of gray and colour photographs: the model must not rely on colour
+        return [
+            v2.RandomResizedCrop(size, scale=(0.8, 1.0), ratio=(0.9, 1.1), interpolation=mode, antialias=True),
+            v2.RandomHorizontalFlip(p=0.5),
+            v2.RandomRotation(10),
+            v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
+            v2.RandomGrayscale(p=0.25),
         ], []
     if preset == "cage":
         return [

@@ -159,6 +159,8 @@ def _import_builtin_methods() -> None:
         except ModuleNotFoundError as exc:
             if exc.name != f"affectlab.methods.{mod}":
                 raise
+    # imported third-party models (ONNX) are methods too, so model files holding them load
+    importlib.import_module("affectlab.models.onnx_model")
 
 
 def available_methods() -> list[str]:
