@@ -67,8 +67,13 @@ def test_mixed_images_and_videos_and_sampling(clip, predictor, tmp_path):
     folder.mkdir(parents=True)
     for k in range(3):
         Image.fromarray(images[k]).save(folder / f"f{k}.png")
-    table = affectlab.analyze([tmp_path / "imgs", video], predictor, detector="none", every=4, progress=False)
+    table = affectlab.analyze([tmp_path / "imgs", video], predictor, detector="none", every=4,
+                              report=tmp_path / "rep", progress=False)
     assert table.inputs == [str(folder / f"f{k}.png") for k in range(3)] + [str(video)]
+    page = (tmp_path / "rep" / "images.html").read_text()
+    assert all(f"f{k}.png" in page for k in range(3)) and "A face was found in 3 of 3 images" in page
+    index = (tmp_path / "rep" / "index.html").read_text()
+    assert index.count("images.html") == 3 and "clip.html" in index
     assert table.loc[table["input"] == str(video), "frame"].tolist() == [0, 4, 8]
     assert (table.loc[table["input"] != str(video), "frame"] == 0).all()
     window = affectlab.analyze(video, predictor, detector="none", start=0.5, end=0.9, progress=False)
