@@ -218,3 +218,21 @@ def test_run_backbone_is_the_trained_encoder(tmp_path):
     assert not bb.encoder.training  # frozen: batch-norm statistics never move
     with pytest.raises(ConfigError):
         create_backbone(f"run:{tmp_path / 'run'}", pretrained=True)
+
+
+def test_batched_fetch_equals_per_sample(synth_dir, tmp_path):
+    from torch.utils.data import DataLoader
+
+    from affectlab.data.batch import collate
+
+    store = extract_features(_spec(synth_dir), "builtin:cnn-tiny", tmp_path / "b.zarr", patch=True, progress=False)
+    ds = FeatureDataset(store.path).subset(np.arange(3, 40))
+    idx = [5, 0, 5, 17, 36]  # unordered, repeated
+    fast = collate(ds.__getitems__(idx))
+    slow = collate([ds[i] for i in idx])
+    assert set(fast) == set(slow)
+    for key in ("features", "tokens", "expr", "va", "au", "index"):
+        torch.testing.assert_close(fast[key], slow[key], equal_nan=True)
+    loader = DataLoader(ds, batch_size=8, shuffle=False, collate_fn=collate)
+    got = torch.cat([b["features"] for b in loader])
+    np.testing.assert_allclose(got.numpy(), ds.features_array())

@@ -32,8 +32,15 @@ from torch.utils.data import default_collate
 SAMPLE_KEYS = ("image", "features", "expr", "va", "au", "index")
 
 
+class CollatedBatch(dict):
+    """A batch a dataset assembled itself in ``__getitems__`` (vectorised, e.g. cached
+    features); :func:`collate` passes it through unchanged."""
+
+
 def collate(samples: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
     """Stack samples into a batch, dropping ``None`` (unreadable) samples and counting them."""
+    if isinstance(samples, CollatedBatch):
+        return samples
     kept = [s for s in samples if s is not None]
     skipped = len(samples) - len(kept)
     if not kept:

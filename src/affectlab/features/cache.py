@@ -517,3 +517,69 @@ def extract_features(
 def read_attrs(path: str | os.PathLike) -> dict:
     """The attributes of a store (also of an incomplete one), as a plain dict."""
     return json.loads(json.dumps(dict(_open_group(Path(path), "r").attrs)))
+
+
+def write_features(
+    out: str | os.PathLike,
+    features: np.ndarray,
+    labels: pd.DataFrame,
+    label_space,
+    *,
+    backbone: str = "precomputed",
+    dtype: str = "float16",
+    chunk_rows: int = 16384,
+    dataset: str = "precomputed",
+) -> FeatureStore:
+    """Write features computed elsewhere (another toolkit, a benchmark) as a feature store.
+
+    Parameters
+    ----------
+    out : path
+        New store (must not exist).
+    features : ndarray [N, D]
+        Global features, row ``i`` belonging to ``labels`` row ``i``.
+    labels : DataFrame
+        Canonical label table (``path``, ``expression``, ``valence``, ``arousal``, ``AU<k>``).
+    label_space : LabelSpace
+        The descriptors of ``labels``.
+    backbone : str
+        Name recorded as the features' source.
+    """
+    feats = np.asarray(features)
+    if feats.ndim != 2 or len(feats) != len(labels) or len(feats) == 0:
+        raise ConfigError(f"features must be [N, D] with N = {len(labels)} label rows, got shape {feats.shape}")
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    out = Path(out).expanduser()
+    if out.exists():
+        raise DatasetError(f"{str(out)!r} exists; write_features creates a new store")
+    n, dim = feats.shape
+    rows = int(min(chunk_rows, n))
+    group = _open_group(out, "w")
+    group.create_array("global", shape=(n, dim), chunks=(rows, dim), dtype=dtype, fill_value=0)
+    group.create_array("valid", shape=(n,), chunks=(rows,), dtype="bool", fill_value=False)
+    group["global"][:] = feats.astype(dtype)
+    group["valid"][:] = np.ones(n, dtype=bool)
+    _write_labels(labels, out / LABELS_FILE)
+    group.attrs.update(
+        {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "affectlab_version": __version__,
+            "backbone": backbone,
+            "backbone_info": None,
+            "weights": None,
+            "preprocessing": None,
+            "fingerprint": None,
+            "dataset": dataset,
+            "label_space": label_space.to_dict(),
+            "num_samples": n,
+            "chunk_rows": rows,
+            "dtype": dtype,
+            "patch": False,
+            "dim": int(dim),
+            "tokens": None,
+            "completed": list(range(-(-n // rows))),
+        }
+    )
+    return FeatureStore(out, dict(_open_group(out, "r").attrs))

@@ -91,7 +91,7 @@ class AuraConfig(MethodConfig):
     token_dim: Optional[int] = Field(None, ge=1)
     backbone: Optional[str] = None
     dim: int = Field(256, ge=2)
-    hidden: int = Field(512, ge=2)
+    hidden: int = Field(256, ge=2)
     num_archetypes: int = Field(64, ge=2)
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
     beta: float = Field(1.0, ge=0.0)
