@@ -99,7 +99,7 @@ class AuraConfig(MethodConfig):
     lambda_vpo: float = Field(1.0, ge=0.0)
     lambda_refine: float = Field(1.0, ge=0.0)
     ema_decay: float = Field(0.99, gt=0.0, lt=1.0)
-    reset_every: int = Field(200, ge=0)
+    reset_every: int = Field(50, ge=0)
     reset_threshold: float = Field(0.002, gt=0.0, lt=1.0)
     reset_noise: float = Field(0.01, ge=0.0)
     normalize: bool = True
