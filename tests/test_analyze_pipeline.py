@@ -166,9 +166,15 @@ def test_annotated_video_and_report(clip, predictor, tmp_path):
     assert t.model_info["video_out"] == {str(video): str(tmp_path / "ann.mp4")}
 
 
-def test_no_model_gives_a_clear_error(clip):
-    with pytest.raises(ModelError, match="no model given and no packaged default model installed; pass --model RUN"):
-        affectlab.analyze(clip[0], None, detector="none", progress=False)
+def test_no_model_uses_the_packaged_default_or_says_how_to_give_one(clip):
+    # the packaged default model may or may not be installed: either it analyses, or the
+    # error tells the user what to do
+    try:
+        table = affectlab.analyze(clip[0], None, detector="none", progress=False)
+    except ModelError as exc:
+        assert "pass --model RUN" in str(exc)
+    else:
+        assert len(table) == N_FRAMES and table["expression"].notna().all()
 
 
 @register_detector("test-interrupt")
