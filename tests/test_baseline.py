@@ -201,20 +201,22 @@ def _encode(images, labels, space, size):
 
 @pytest.mark.slow
 def test_baseline_learns_synthetic_faces_on_held_out_identities():
-    """Built-in CNN, 640 synthetic faces (64 identities), 15 epochs with a plain loop.
+    """``builtin:cnn-grid`` (per-image normalisation, 4x4 spatial feature), 8 expression
+    classes, 1200 synthetic faces of 120 identities, 10 epochs with a plain loop.
 
-    Held out: 200 faces of other identities (another generator seed). Measured on this
-    machine: expression accuracy ~0.75 (chance 0.25), valence/arousal CCC ~0.75.
+    Held out: 300 faces of 30 other identities (another generator seed). Measured on
+    this machine: expression accuracy ~0.7 (chance 0.125), valence/arousal CCC ~0.7,
+    in about 15 s of CPU time. ``builtin:cnn-tiny`` (global average) reaches ~0.3 here.
     """
     from affectlab.data.synth import sample_batch
 
-    size = 48
-    space = LabelSpace(expressions=LEARN_EXPRESSIONS, aus=AU_SETS["synth"], va=True)
-    tr_img, tr_lab = sample_batch(640, seed=11, size=size, expressions=LEARN_EXPRESSIONS)
-    te_img, te_lab = sample_batch(200, seed=12, size=size, expressions=LEARN_EXPRESSIONS)
+    size = 64
+    space = LabelSpace(expressions=EXPRESSIONS, aus=AU_SETS["synth"], va=True)
+    tr_img, tr_lab = sample_batch(1200, seed=11, size=size)
+    te_img, te_lab = sample_batch(300, seed=12, size=size)
     assert not set(tr_lab["subject"]) & set(te_lab["subject"])
     torch.manual_seed(0)
-    m = create_method("baseline", space, {"backbone": "builtin:cnn-tiny", "backbone_options": {"input_size": size}})
+    m = create_method("baseline", space, {"backbone": "builtin:cnn-grid"})
     x, y, va, au = _encode(tr_img, tr_lab, space, size)
     m.set_training_stats(
         {
@@ -224,7 +226,7 @@ def test_baseline_learns_synthetic_faces_on_held_out_identities():
             "num_samples": len(y),
         }
     )
-    epochs, bs, lr = 15, 32, 1e-2
+    epochs, bs, lr = 10, 64, 3e-3
     opt = torch.optim.AdamW(m.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * (len(x) // bs))
     g = torch.Generator().manual_seed(0)
@@ -233,6 +235,7 @@ def test_baseline_learns_synthetic_faces_on_held_out_identities():
         perm = torch.randperm(len(x), generator=g)
         for i in range(0, len(x) - bs + 1, bs):
             idx = perm[i : i + bs]
+            # mirrored faces (the 'flip' preset): contempt may be on either side
             flip = (torch.rand(len(idx), generator=g) < 0.5)[:, None, None, None]
             b = {"image": torch.where(flip, x[idx].flip(-1), x[idx]), "expr": y[idx], "va": va[idx], "au": au[idx]}
             loss = m.loss(m(b), b)["loss"]
@@ -247,9 +250,31 @@ def test_baseline_learns_synthetic_faces_on_held_out_identities():
         out = m({"image": xt})
     acc = metrics.accuracy(yt.numpy(), out.expr_logits.argmax(1).numpy())
     ccc = metrics.ccc(vat.numpy(), out.va.numpy())
-    assert acc >= 0.55, f"expression accuracy {acc:.3f} (chance 0.25)"
-    assert ccc.mean() > 0.5, f"valence/arousal CCC {ccc}"
-    # AUs: better than the trivial "every AU present" predictor, which scores 2p / (1 + p)
     au_f1 = metrics.au_f1(aut.numpy(), torch.sigmoid(out.au_logits).numpy())["mean"]
+    # AUs: better than the trivial "every AU present" predictor, which scores 2p / (1 + p)
     trivial = metrics.au_f1(aut.numpy(), np.ones(aut.shape))["mean"]
+    print(f"held-out: expression accuracy {acc:.3f}, VA CCC {ccc}, AU F1 {au_f1:.3f} (all-present {trivial:.3f})")
+    assert acc >= 0.55, f"expression accuracy {acc:.3f} (chance 0.125)"
+    assert ccc.mean() > 0.5, f"valence/arousal CCC {ccc}"
     assert au_f1 > trivial + 0.05, f"AU F1 {au_f1:.3f} vs all-present {trivial:.3f}"
+
+
+def test_grid_backbones_keep_the_plain_cnn_layout():
+    """The grid variants add modules; cnn-small / cnn-tiny state dicts stay as they were."""
+    from affectlab.features.backbones import create_backbone
+
+    tiny = create_backbone("builtin:cnn-tiny")
+    assert all(k.startswith("body.") for k in tiny.state_dict())
+    x = torch.rand(2, 3, 64, 64)
+    assert torch.allclose(tiny(x)["global"], tiny(x)["map"].mean(dim=(2, 3)))
+    grid = create_backbone("builtin:cnn-grid").eval()
+    assert grid.out_dim == 128 and grid(x)["global"].shape == (2, 128)
+    assert {k.split(".")[0] for k in grid.state_dict()} == {"body", "pool"}
+    # per-image normalisation: a brightness / contrast change of the input changes nothing
+    # (up to the 1e-3 that keeps the division safe on flat images)
+    assert torch.allclose(grid(x)["global"], grid(x * 0.5 + 0.2)["global"], rtol=2e-2, atol=1e-3)
+    assert not torch.allclose(grid(x)["global"], grid(x.flip(-1))["global"], rtol=2e-2, atol=1e-3)
+    with pytest.raises(ConfigError, match="unknown option"):
+        create_backbone("builtin:cnn-grid", gird=4)
+    with pytest.raises(ConfigError, match="unknown option"):
+        create_backbone("builtin:cnn-tiny", grid=4)

@@ -13,6 +13,9 @@ Presets
     A light training preset: small random resized crop, horizontal flip, mild colour
     jitter and rotation. Safe for every task (none of it changes an expression, its
     valence/arousal or its AUs).
+``flip``
+    Resize and a random horizontal flip only: for aligned synthetic faces, where crops,
+    rotations and colour jitter only blur the small geometric cues of an expression.
 ``faces``
     For in-the-wild photographs, many of them gray (the packaged ``affectlab-base``
     model): the ``default`` operations a little stronger, plus ``RandomGrayscale(0.25)``.
@@ -54,6 +57,7 @@ PRESETS: dict[str, str] = {
     "eval": "resize + normalise, no augmentation",
     "default": "light augmentation: resized crop (scale 0.85-1), flip, mild colour jitter, rotation 5 deg",
     "cage": "CAGE (001 sec. 4.2): flip, grayscale 1%, rotation 10, colour jitter, perspective 0.2, random erasing",
+    "flip": "resize + horizontal flip only (aligned synthetic faces)",
     "faces": "in-the-wild faces (affectlab-base): the default preset plus grayscale 25%, rotation 10 deg",
 }
 
@@ -171,6 +175,8 @@ def _augmentations(preset: str, size: tuple[int, int], interpolation: str = "bil
             v2.RandomRotation(5),
             v2.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1),
         ], []
+    if preset == "flip":
+        return [v2.Resize(size, interpolation=mode, antialias=True), v2.RandomHorizontalFlip(p=0.5)], []
     if preset == "faces":
         # a mix of gray and colour photographs: the model must not rely on colour
         return [

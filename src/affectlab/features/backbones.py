@@ -380,6 +380,23 @@ def _conv_bn_relu(cin: int, cout: int, stride: int) -> nn.Sequential:
     )
 
 
+class PerImageNorm(nn.Module):
+    """Standardise each image channel by its own spatial mean and std.
+
+    Removes a global lighting level and colour cast, which carry no expression: the
+    network then spends its capacity on where features move, not on how bright they are.
+    """
+
+    def __init__(self, eps: float = 1e-3):
+        super().__init__()
+        self.eps = float(eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=(2, 3), keepdim=True)
+        std = x.std(dim=(2, 3), keepdim=True)
+        return (x - mean) / (std + self.eps)
+
+
 class SmallCNN(Backbone):
     """A plain conv-bn-relu CNN for CPU work: four stages, each halving the resolution.
 
@@ -387,19 +404,51 @@ class SmallCNN(Backbone):
     ``"map"`` is the last stage's output (input_size / 16 on a side), ``"global"`` its
     average. Convolutions run in channels-last memory layout (2-3x faster on CPU for
     these narrow layers); the returned map is contiguous.
+
+    Two options make the ``builtin:cnn-grid*`` variants (the defaults keep the layout
+    of ``builtin:cnn-small`` / ``builtin:cnn-tiny``):
+
+    ``per_image_norm``
+        Standardise each input image per channel (:class:`PerImageNorm`) before the
+        first convolution.
+    ``grid``
+        ``"global"`` is the map average-pooled to a ``grid x grid`` layout, flattened,
+        dropped out with ``dropout`` and projected by ``Linear -> ReLU`` to
+        ``global_dim``, instead of the map's spatial average: an expression is *where*
+        brows, lids and lips move, which a global average throws away.
     """
 
-    def __init__(self, *, name: str, widths=(24, 48, 96, 192), depths=(1, 2, 2, 2), input_size: int = 64):
+    def __init__(
+        self,
+        *,
+        name: str,
+        widths=(24, 48, 96, 192),
+        depths=(1, 2, 2, 2),
+        input_size: int = 64,
+        per_image_norm: bool = False,
+        grid: int | None = None,
+        global_dim: int = 128,
+        dropout: float = 0.0,
+    ):
         widths = tuple(int(w) for w in widths)
         depths = tuple(int(d) for d in depths)
         if len(widths) != len(depths) or min(depths) < 1:
             raise ConfigError(f"SmallCNN needs one depth >= 1 per stage, got widths={widths} depths={depths}")
+        if grid is not None and (isinstance(grid, bool) or int(grid) != grid or int(grid) < 1):
+            raise ConfigError(f"SmallCNN grid must be a positive integer or None, got {grid!r}")
+        if int(global_dim) < 1 or not 0.0 <= float(dropout) < 1.0:
+            raise ConfigError(
+                f"SmallCNN needs global_dim >= 1 and 0 <= dropout < 1, got {global_dim!r} and {dropout!r}"
+            )
         super().__init__(
             name=name,
-            out_dim=widths[-1],
+            out_dim=widths[-1] if grid is None else int(global_dim),
             map_channels=widths[-1],
             preprocessing=Preprocessing.named("imagenet", input_size),
         )
+        # submodules exist only when asked for, so the default state dict is unchanged
+        if per_image_norm:
+            self.norm = PerImageNorm()
         layers: list[nn.Module] = []
         cin = 3
         for w, d in zip(widths, depths):
@@ -407,22 +456,41 @@ class SmallCNN(Backbone):
             layers.extend(_conv_bn_relu(w, w, 1) for _ in range(d - 1))
             cin = w
         self.body = nn.Sequential(*layers)
+        if grid is not None:
+            g = int(grid)
+            self.pool = nn.Sequential(
+                nn.AdaptiveAvgPool2d(g),
+                nn.Flatten(),
+                nn.Dropout(float(dropout)),
+                nn.Linear(widths[-1] * g * g, int(global_dim)),
+                nn.ReLU(inplace=True),
+            )
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if hasattr(self, "norm"):
+            x = self.norm(x)
         fmap = self.body(x.contiguous(memory_format=torch.channels_last)).contiguous()
-        return {"global": fmap.mean(dim=(2, 3)), "map": fmap}
+        glob = self.pool(fmap) if hasattr(self, "pool") else fmap.mean(dim=(2, 3))
+        return {"global": glob, "map": fmap}
 
 
-def _builtin(name, widths, depths, default_size):
-    def factory(*, pretrained: bool = False, weights=None, input_size: int = default_size) -> Backbone:
+def _builtin(name, widths, depths, default_size, **variant):
+    def factory(*, pretrained: bool = False, weights=None, input_size: int = default_size, **options) -> Backbone:
         if pretrained:
             raise ConfigError(
                 "built-in CNNs have no standard pretrained weights; train one or pass weights=PATH"
             )
-        bb = SmallCNN(name=name, widths=widths, depths=depths, input_size=input_size)
+        allowed = {"per_image_norm", "grid", "global_dim", "dropout"} if variant else set()
+        unknown = sorted(set(options) - allowed)
+        if unknown:
+            raise ConfigError(
+                f"unknown option(s) {unknown} for {name!r}; expected input_size"
+                + (", " + ", ".join(sorted(allowed)) if allowed else "")
+            )
+        bb = SmallCNN(name=name, widths=widths, depths=depths, input_size=input_size, **{**variant, **options})
         return _finish(bb, weights=weights)
 
     return factory
@@ -430,6 +498,16 @@ def _builtin(name, widths, depths, default_size):
 
 register_backbone("builtin:cnn-small")(_builtin("builtin:cnn-small", (24, 48, 96, 192), (1, 2, 2, 2), 64))
 register_backbone("builtin:cnn-tiny")(_builtin("builtin:cnn-tiny", (8, 16, 32, 32), (1, 1, 1, 1), 32))
+# per-image normalisation + a 4x4 spatial layout of the last map: these learn synthetic
+# expressions on held-out identities in a few CPU minutes (docs/methods/baseline.md)
+register_backbone("builtin:cnn-grid")(
+    _builtin("builtin:cnn-grid", (16, 32, 64, 64), (1, 1, 1, 1), 64,
+             per_image_norm=True, grid=4, global_dim=128, dropout=0.3)
+)
+register_backbone("builtin:cnn-grid-small")(
+    _builtin("builtin:cnn-grid-small", (24, 48, 96, 128), (1, 2, 2, 1), 64,
+             per_image_norm=True, grid=4, global_dim=128, dropout=0.3)
+)
 
 
 # -- torchvision ------------------------------------------------------------------------

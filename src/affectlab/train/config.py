@@ -131,6 +131,7 @@ class TrainConfig(BaseModel):
     monitor: str = "auto"
     seed: int = 0
     num_workers: int = Field(0, ge=0)
+    threads: Optional[int] = Field(None, ge=1)  # torch threads while training; None: torch's default
     precision: str = "32-true"
     accelerator: str = "auto"
     devices: Union[int, str] = 1

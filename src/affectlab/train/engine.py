@@ -562,7 +562,14 @@ def train(
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
         warnings.filterwarnings("ignore", message=".*number of training batches.*")
-        trainer.fit(module, datamodule=data, ckpt_path=str(last) if last is not None else None, weights_only=True)
+        threads = torch.get_num_threads()
+        if cfg.threads is not None:
+            # small CNNs on a shared CPU: extra OpenMP threads mostly wait for each other
+            torch.set_num_threads(cfg.threads)
+        try:
+            trainer.fit(module, datamodule=data, ckpt_path=str(last) if last is not None else None, weights_only=True)
+        finally:
+            torch.set_num_threads(threads)
     for q, level in zip(quiet, levels):
         q.setLevel(level)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
