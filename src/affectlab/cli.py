@@ -340,6 +340,37 @@ def data_check_cmd(
     render_report(check_dataset(spec, spec2, plots=plots, decode=decode, options=parse_set(option or ())))
 
 
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("demo"), "--out", help="Folder for everything the demo writes."),
+    n_train: int = typer.Option(1200, "--n-train", help="Synthetic training images."),
+    n_test: int = typer.Option(400, "--n-test", help="Held-out synthetic images (other identities)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs (default: the baseline preset's)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the synthetic data and the training run."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier demo in --out."),
+):
+    """Run affectlab end to end on synthetic faces in a few minutes.
+
+    Makes a synthetic training set and a held-out set of other identities (`affectlab
+    synth`), trains the multi-task baseline (`affectlab train --method baseline`),
+    evaluates it (`affectlab evaluate`) and analyzes a synthetic video with it
+    (`affectlab analyze --detector none`: table, HTML report, annotated video).
+
+    Example: `affectlab demo --out demo`, then open `demo/report/index.html`.
+    """
+    from affectlab.demo import run_demo
+
+    result = run_demo(out, n_train=n_train, n_test=n_test, epochs=epochs, seed=seed, overwrite=overwrite)
+    m = result.metrics
+    shown = ", ".join(f"{k} {m[k]:.3f}" for k in ("expr_acc", "expr_f1_macro", "va_ccc", "au_f1_mean") if k in m)
+    Console().print(f"held-out synthetic identities: {shown}", highlight=False)
+    Console().print(
+        f"run: {result.run}\nanalysis: {result.table} ({result.rows} rows), report: {result.report}, "
+        f"video: {result.video}",
+        highlight=False,
+    )
+
+
 @app.command("transfer-va")
 def transfer_va_cmd(
     target: str = typer.Option(..., "--target", help="Dataset spec of the expression-only dataset to label."),
@@ -427,6 +458,10 @@ def explain_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the tables, plots and HTML page."),
     batch_size: int = typer.Option(512, "--batch-size", min=1, help="Samples per forward pass."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    compare: Optional[Path] = typer.Option(
+        None, "--compare", help="A second run shown side by side (VA-VAE: the vanilla VAE beside the regularized one)."
+    ),
+    embedding: Optional[str] = typer.Option(None, "--embedding", help="AURA: 2-D embedding of the plots, umap (default) or pca."),
 ):
     """Explain what a trained model learned, on a dataset (method-specific outputs).
 
@@ -434,12 +469,21 @@ def explain_cmd(
     sample counts), diagnosis.csv (samples whose label disagrees with their archetype,
     most confident first: likely annotation errors), umap.png, va_archetypes.png and
     archetypes.html (label statistics and the closest samples of every archetype).
+    VA-VAE: the seven tasks of 003 (reconstructions, latent/VA alignment, expression,
+    regression and inverse-regression probes on held-out identities, latents by class,
+    circumplex) and vavae.html; `--compare RUN2` puts a second VAE beside the first.
+    SMM: t-SNE views of the AU spaces by presence (sign_space_tsne.png) and of the message
+    space with expression ellipses and valence/arousal gradient arrows
+    (message_space_tsne.png), on image data: `--data manifest:test/labels.csv`.
 
     Example: `affectlab explain --model runs/aura --data features:test.zarr --out explain/`.
     """
     from affectlab.interpret import explain
 
-    result = explain(model, data, out, batch_size=batch_size, progress=not quiet)
+    extra = {"compare": compare} if compare is not None else {}
+    if embedding is not None:
+        extra["embedding"] = embedding
+    result = explain(model, data, out, batch_size=batch_size, progress=not quiet, **extra)
     for name, path in result.get("files", {}).items():
         console.print(f"{name}: {path}", highlight=False)
     for line in result.get("summary", []):
