@@ -66,6 +66,7 @@ def read_manifest(
     expression_codes: str | None = None,
     au_threshold: float | None = None,
     expressions: Sequence[str] | None = None,
+    image_root: str | os.PathLike | None = None,
 ) -> ReadResult:
     """Read a manifest table.
 
@@ -85,6 +86,10 @@ def read_manifest(
         Binarize AU intensities: present when ``value >= au_threshold``.
     expressions : sequence of str, optional
         The class list of the label space (default: the classes present, canonical order).
+    image_root : path, optional
+        Folder the ``path`` column is relative to (default: the manifest's folder); a
+        relative ``image_root`` is taken relative to the manifest's folder, e.g.
+        ``image_root="images"`` for a ``labels.csv`` beside an ``images/`` folder.
     """
     source = find_manifest(root)
     parquet = source.suffix.lower() in (".parquet", ".pq")
@@ -144,7 +149,7 @@ def read_manifest(
     if empty.any():
         pos = int(np.flatnonzero(empty.to_numpy())[0])
         raise DatasetError(f"{_where(source, pos, parquet)}: empty `path`; expected an image path relative to {source.parent}")
-    base = source.parent
+    base = source.parent if image_root is None else source.parent / Path(image_root)
     table["path"] = [os.path.normpath(os.path.join(base, p)) for p in paths.astype(str).str.strip()]
 
     if "expression" in table.columns:
