@@ -1,3 +1,13 @@
+"""The loop that produced the shipped affectlab-base weights (see docs/models/affectlab-base.md).
+
+Run from the repository root after ``python scripts/train_base_model.py prepare``::
+
+    OUT=build/affectlab-base/quick5 EPOCHS=5 OMP_NUM_THREADS=1 python scripts/train_base_model_loop.py
+
+affectlab's own pieces (BaselineMethod, the ``faces`` transform, BalancedClassSampler,
+save_model) in a plain PyTorch loop: the Lightning ``affectlab train`` run of
+train_base_model.py did not finish an epoch within the time available on the shared machine.
+"""
 import os, time, torch, numpy as np
 torch.set_num_threads(1); torch.manual_seed(0)
 import affectlab
@@ -9,7 +19,6 @@ from affectlab.train.checkpoint import save_model
 from affectlab.features.backbones import Preprocessing
 ds = affectlab.load_dataset("manifest:build/affectlab-base/train.csv")
 ds.transform = build_transform("faces", 48, "imagenet", train=True)
-codes = [int(ds[i]["expr"]) if False else None for i in range(0)]
 from affectlab.train.datamodule import expression_codes_of
 y = expression_codes_of(ds)
 sampler = BalancedClassSampler(y, seed=0, missing="share")
