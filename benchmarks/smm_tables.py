@@ -74,14 +74,15 @@ def _row(m: dict) -> dict:
     return {k: m.get(k) for k in ("au_f1_mean", "expr_f1_macro", "valence_ccc", "arousal_ccc", "abaw_mtl", "expr_acc")}
 
 
-def table1(work: Path, epochs: int, results: dict) -> None:
+def table1(work: Path, epochs: int, results: dict, extra: list[str] = (), batch_size: int = 48,
+           baseline_lr: str = "5e-3") -> None:
     trains = [f"manifest:{work / t / 'labels.csv'}" for t in ("au", "expr", "va")]
     tr = [x for t in trains for x in ("--train", t)]
-    common = [*tr, "--epochs", str(epochs), "--batch-size", "48", "-q", "--seed", "0"]
+    common = [*tr, "--epochs", str(epochs), "--batch-size", str(batch_size), "-q", "--seed", "0", *extra]
     runs = {
         "SMM": ["--preset", "smm-synth"],
         "MSS": ["--preset", "smm-synth", "--set", "message_space=separate"],
-        "baseline": ["--preset", "baseline", "--set", "sampler=multitask", "--lr", "5e-3"],
+        "baseline": ["--preset", "baseline", "--set", "sampler=multitask", "--lr", baseline_lr],
     }
     test = f"manifest:{work / 'test' / 'labels.csv'}"
     for name, args in runs.items():
@@ -156,6 +157,10 @@ def main() -> None:
     p.add_argument("--n", type=int, default=1500, help="images per uni-task set")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--ck-epochs", type=int, default=15)
+    p.add_argument("--batch-size", type=int, default=48, help="table1 batch (a multiple of 3)")
+    p.add_argument("--baseline-lr", default="5e-3", help="table1 baseline learning rate (smm-synth's)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra override for every table1 run, e.g. --set backbone=builtin:cnn-grid")
     p.add_argument("--only", choices=["table1", "smoothing", "ckplus"], action="append")
     a = p.parse_args()
     work = a.workdir.resolve()
@@ -168,7 +173,8 @@ def main() -> None:
         synth(work, a.n)
     for step in steps:
         if step == "table1":
-            table1(work, a.epochs, results)
+            table1(work, a.epochs, results, [x for kv in a.sets for x in ("--set", kv)], a.batch_size,
+                   a.baseline_lr)
         elif step == "smoothing":
             smoothing(work, results)
         else:
