@@ -129,7 +129,8 @@ def _pydantic_message(exc: ValidationError) -> str:
         if err.get("type") == "extra_forbidden":
             parts.append(f"unknown key {loc!r}")
         else:
-            parts.append(f"{loc}: {err.get('msg')} (got {err.get('input')!r})")
+            msg = str(err.get("msg", "")).removeprefix("Value error, ")
+            parts.append(f"{loc}: {msg} (got {err.get('input')!r})")
     return "; ".join(parts)
 
 

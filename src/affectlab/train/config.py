@@ -40,6 +40,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from affectlab.errors import ConfigError
+from affectlab.methods.base import _pydantic_message
 
 TASKS = ("expr", "va", "au")
 
@@ -177,18 +178,9 @@ class TrainConfig(BaseModel):
 
 
 def _error_text(exc: ValidationError, where: str) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err.get("loc", ()))
-        if err.get("type") == "extra_forbidden":
-            parts.append(f"unknown key {loc!r}")
-        else:
-            msg = str(err.get("msg", "")).removeprefix("Value error, ")
-            parts.append(f"{loc}: {msg} (got {err.get('input')!r})")
-    return f"{where}: " + "; ".join(parts)
+    return f"{where}: " + _pydantic_message(exc)
 
 
-# ----------------------------------------------------------------------------- presets
 def available_presets() -> list[str]:
     """Names accepted by ``--preset`` (YAML files shipped in :mod:`affectlab.presets`)."""
     folder = resources.files("affectlab.presets")

@@ -902,38 +902,6 @@ def native_va_metrics(metrics: Mapping[str, Any], data_name: str) -> dict[str, f
     return out
 
 
-def plot_confusion(confusion, names: Sequence[str], path: str | os.PathLike, title: str = "") -> Path:
-    """Save a confusion matrix (rows true, columns predicted; row-normalised colours) as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    cm = np.asarray(confusion, dtype=np.float64)
-    rows = cm.sum(axis=1, keepdims=True)
-    norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
-    k = len(names)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * k, 0.8 + 0.6 * k))
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(k), names, rotation=45, ha="right")
-    ax.set_yticks(range(k), names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for i in range(k):
-        for j in range(k):
-            ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
-    fig.colorbar(im, ax=ax, fraction=0.046, label="row fraction")
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-# ------------------------------------------------------------------ command helpers
 def run_training(
     *,
     method: str | None = None,
@@ -1050,7 +1018,9 @@ def run_evaluation(
             folder = Path(json_out).parent
         else:
             folder = Path(".")
-        result.files["confusion"] = plot_confusion(
+        from affectlab.interpret.cage_plots import plot_confusion_normalized
+
+        result.files["confusion"] = plot_confusion_normalized(
             result.confusion, result.label_space.expressions, folder / "confusion_matrix.png", title="expressions"
         )
     return result
