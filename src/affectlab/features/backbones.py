@@ -36,6 +36,7 @@ defined there are available without an explicit import.
 
 from __future__ import annotations
 
+import abc
 import importlib
 import os
 import warnings
@@ -146,7 +147,7 @@ def _normalize_name(mean, std) -> str:
     return "custom"
 
 
-class Backbone(nn.Module):
+class Backbone(nn.Module, abc.ABC):
     """An image encoder: ``forward(x [B, 3, H, W]) -> dict`` of features.
 
     Keys of the returned dict: ``"global"`` [B, out_dim] always; ``"map"``
@@ -179,8 +180,9 @@ class Backbone(nn.Module):
         self.token_dim = None if token_dim is None else int(token_dim)
         self.preprocessing = preprocessing
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{"global": [B, D]}`` plus ``"map"`` [B, C, h, w] and/or ``"tokens"`` [B, N, D]."""
 
     def weight_targets(self) -> list[nn.Module]:
         """Modules a weights file may match, most specific first (see :func:`load_weights`)."""

@@ -19,6 +19,7 @@ Register a method with :func:`register_method`; build one by name with
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Mapping
 
@@ -68,7 +69,7 @@ class MethodConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
-class Method(nn.Module):
+class Method(nn.Module, abc.ABC):
     """Base class of affectlab methods.
 
     Subclasses set ``name`` and ``Config`` and implement ``forward`` and ``loss``.
@@ -97,11 +98,13 @@ class Method(nn.Module):
             raise ConfigError(f"invalid configuration for method {cls.name!r}: {_pydantic_message(exc)}") from None
 
     # -- contract -------------------------------------------------------------------
-    def forward(self, batch: Mapping[str, torch.Tensor]) -> Outputs:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> Outputs:
+        """Predict for a batch (see :mod:`affectlab.data.batch`)."""
 
-    def loss(self, outputs: Outputs, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:  # pragma: no cover
-        raise NotImplementedError
+    @abc.abstractmethod
+    def loss(self, outputs: Outputs, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Named loss terms, masked for missing labels; ``"loss"`` is the total."""
 
     # -- helpers the engine uses ------------------------------------------------------
     def set_training_stats(self, stats: Mapping[str, Any]) -> None:
