@@ -48,11 +48,9 @@ MAX_PER_CLASS = 1500  # training images kept per class (only neutral and happine
 TRAIN_ARGS = [
     "train", "--method", "baseline", "--preset", "baseline",
     "--train", "manifest:{work}/train.csv", "--val", "manifest:{work}/val.csv",
-    "--out", "{work}/{run}", "--backbone", "builtin:cnn-small", "--tasks", "expr",
-    "--epochs", "3", "--batch-size", "64", "--lr", "3e-3", "--seed", "0",
-    "--set", "sampler=balanced", "--set", "train_transform=faces", "--set", "image_size=48",
-    "--set", "deterministic=true", "--set", "monitor=val_expr_f1_macro", "--set", "class_weighted=false",
-    "--quiet",
+    "--out", "{work}/{run}", "--tasks", "expr", "--epochs", "10", "--seed", "0",
+    "--set", "sampler=balanced", "--set", "train_transform=faces", "--set", "monitor=expr_f1_macro",
+    "--set", "class_weighted=false", "--quiet",
 ]
 
 
