@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from affectlab.errors import LabelError
+from affectlab.errors import LabelError, ModelError
 
 __all__ = [
     "class_weights",
@@ -225,6 +225,54 @@ def multilabel_pos_weight(labels) -> torch.Tensor:
 
 
 # -------------------------------------------------------------------------- losses
+
+
+def weights_from_stats(stats: Mapping, *, num_classes: int, num_aus: int, multilabel: bool = False):
+    """Loss weights from the training-set counts the engine hands to a method.
+
+    Parameters
+    ----------
+    stats : mapping
+        ``class_counts`` [C] (positives per class when multi-label), ``num_samples``,
+        ``au_positive`` / ``au_negative`` [K] (labelled counts per AU); any may be absent.
+    num_classes, num_aus : int
+        Sizes of the method's label space (0 when the task is not predicted).
+    multilabel : bool
+        Multi-label expressions (EMOTIC): positive weights negatives/positives per class.
+
+    Returns
+    -------
+    (expr_weight, au_pos_weight) : tuple of ndarray or None
+        Single-label: :func:`class_weights` rescaled to mean 1 (the weighted mean of the
+        cross-entropy is scale-free). AU: P = negatives / positives (eq. 4 of 002), 1 for
+        an AU never positive. ``None`` where the counts are absent or all zero.
+
+    Raises
+    ------
+    ModelError
+        When a count vector does not match the label space.
+    """
+    expr_w = au_w = None
+    counts = stats.get("class_counts")
+    if num_classes and counts is not None:
+        counts = np.asarray(counts, dtype=np.float64)
+        if counts.shape != (num_classes,):
+            raise ModelError(f"class_counts has shape {counts.shape}; the label space has {num_classes} expressions")
+        if multilabel:
+            n = float(stats.get("num_samples", counts.max(initial=0.0)))
+            expr_w = np.divide(np.clip(n - counts, 0.0, None), counts, out=np.ones_like(counts), where=counts > 0)
+        elif counts.sum() > 0:
+            expr_w = class_weights(counts).numpy() * num_classes
+    pos, neg = stats.get("au_positive"), stats.get("au_negative")
+    if num_aus and pos is not None and neg is not None:
+        pos = np.asarray(pos, dtype=np.float64)
+        neg = np.asarray(neg, dtype=np.float64)
+        if pos.shape != (num_aus,) or neg.shape != pos.shape:
+            raise ModelError(
+                f"au_positive/au_negative have shapes {pos.shape}/{neg.shape}; the label space has {num_aus} AUs"
+            )
+        au_w = np.divide(neg, pos, out=np.ones_like(pos), where=pos > 0)
+    return expr_w, au_w
 
 
 def weighted_cross_entropy(logits: torch.Tensor, target, weight=None, *, reduction: str = "mean") -> torch.Tensor:

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from affectlab import losses
 from affectlab.data.schema import LabelSpace
 from affectlab.errors import ConfigError
 from affectlab.methods.base import Method, MethodConfig, Outputs, register_method
@@ -327,14 +328,12 @@ class Aura(Method):
         return out
 
     def set_training_stats(self, stats: Mapping[str, Any]) -> None:
-        pos, neg = stats.get("au_positive"), stats.get("au_negative")
-        if self.au_head is not None and pos is not None and neg is not None:
-            pos = np.asarray(pos, dtype=np.float64)
-            neg = np.asarray(neg, dtype=np.float64)
-            if pos.shape == (self.label_space.num_aus,) and neg.shape == pos.shape:
-                # positive weight neg/pos (clipped) balances rare AUs, as in the BCE of 002
-                w = np.clip(neg / np.maximum(pos, 1.0), 1.0, 10.0)
-                self.au_pos_weight.copy_(torch.as_tensor(w, dtype=self.au_pos_weight.dtype))
+        if self.au_head is None:
+            return
+        _, au_w = losses.weights_from_stats(stats, num_classes=0, num_aus=self.label_space.num_aus)
+        if au_w is not None:
+            # clipped: archetype heads see few samples per AU, and huge weights destabilise them
+            self.au_pos_weight.copy_(torch.as_tensor(np.clip(au_w, 1.0, 10.0), dtype=self.au_pos_weight.dtype))
 
     def task_loss(self, pred: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Masked sum of the expression, valence/arousal and AU losses of one prediction set."""

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 from typing import Any, Literal, Mapping, Optional
 
-import numpy as np
 import torch
 from pydantic import Field
 from torch import nn
@@ -246,33 +245,10 @@ class BaselineMethod(Method):
             the corresponding weights at 1.
         """
         space = self.label_space
-        counts = stats.get("class_counts")
-        if space.expressions and counts is not None:
-            counts = np.asarray(counts, dtype=np.float64)
-            if counts.shape != (space.num_expressions,):
-                raise ModelError(
-                    f"class_counts has shape {counts.shape}; the label space has {space.num_expressions} expressions"
-                )
-            if space.multilabel:
-                n = float(stats.get("num_samples", counts.max(initial=0.0)))
-                neg = np.clip(n - counts, 0.0, None)
-                w = np.divide(neg, counts, out=np.ones_like(counts), where=counts > 0)
-            elif counts.sum() > 0:
-                # normalised inverse frequency (sums to 1); rescaled to mean 1 so the
-                # loss keeps the unweighted scale (the weighted mean is scale-free anyway)
-                w = losses.class_weights(counts).numpy() * len(counts)
-            else:
-                w = np.ones_like(counts)
-            self.expr_weight.copy_(torch.as_tensor(w, dtype=self.expr_weight.dtype))
-        pos, neg = stats.get("au_positive"), stats.get("au_negative")
-        if space.aus and pos is not None and neg is not None:
-            pos = np.asarray(pos, dtype=np.float64)
-            neg = np.asarray(neg, dtype=np.float64)
-            if pos.shape != (space.num_aus,) or neg.shape != pos.shape:
-                raise ModelError(
-                    f"au_positive/au_negative have shapes {pos.shape}/{neg.shape}; the label space has "
-                    f"{space.num_aus} AUs"
-                )
-            # P = negatives / positives (eq. 4 of 002); an AU never positive keeps weight 1
-            w = np.divide(neg, pos, out=np.ones_like(pos), where=pos > 0)
-            self.au_pos_weight.copy_(torch.as_tensor(w, dtype=self.au_pos_weight.dtype))
+        expr_w, au_w = losses.weights_from_stats(
+            stats, num_classes=space.num_expressions, num_aus=space.num_aus, multilabel=space.multilabel
+        )
+        if expr_w is not None:
+            self.expr_weight.copy_(torch.as_tensor(expr_w, dtype=self.expr_weight.dtype))
+        if au_w is not None:
+            self.au_pos_weight.copy_(torch.as_tensor(au_w, dtype=self.au_pos_weight.dtype))

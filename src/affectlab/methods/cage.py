@@ -39,7 +39,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, Mapping, Optional
 
-import numpy as np
 import torch
 from pydantic import Field
 from torch import nn
@@ -242,20 +241,13 @@ class CageMethod(Method):
             ``class_counts`` [C] (positives per class when multi-label) and
             ``num_samples``; without ``class_counts`` the weights stay at 1.
         """
-        counts = stats.get("class_counts")
-        if not self.num_expr or counts is None:
-            return
-        counts = np.asarray(counts, dtype=np.float64)
-        if counts.shape != (self.num_expr,):
-            raise ModelError(f"class_counts has shape {counts.shape}; CAGE predicts {self.num_expr} expression classes")
-        if self.label_space.multilabel:
-            n = float(stats.get("num_samples", counts.max(initial=0.0)))
-            w = np.divide(np.clip(n - counts, 0.0, None), counts, out=np.ones_like(counts), where=counts > 0)
-        elif counts.sum() > 0:
-            w = losses.class_weights(counts).numpy()
-        else:
-            return
-        self.expr_weight.copy_(torch.as_tensor(w, dtype=self.expr_weight.dtype))
+        expr_w, _ = losses.weights_from_stats(
+            stats, num_classes=self.num_expr, num_aus=0, multilabel=self.label_space.multilabel
+        )
+        if expr_w is not None:
+            if not self.label_space.multilabel:
+                expr_w = expr_w / self.num_expr  # Table 4's normalisation: the weights sum to 1
+            self.expr_weight.copy_(torch.as_tensor(expr_w, dtype=self.expr_weight.dtype))
 
     # -- initialisation from another run -------------------------------------------------
     def init_from(self, path: str | Path) -> dict[str, int]:

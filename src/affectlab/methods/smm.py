@@ -53,7 +53,6 @@ from __future__ import annotations
 import math
 from typing import Any, Literal, Mapping, Optional
 
-import numpy as np
 import torch
 from pydantic import Field
 from torch import nn
@@ -354,24 +353,8 @@ class SMMMethod(Method):
             keys leave the weights at 1.
         """
         space = self.label_space
-        counts = stats.get("class_counts")
-        if space.expressions and counts is not None:
-            counts = np.asarray(counts, dtype=np.float64)
-            if counts.shape != (space.num_expressions,):
-                raise ModelError(
-                    f"class_counts has shape {counts.shape}; the label space has {space.num_expressions} expressions"
-                )
-            if counts.sum() > 0:
-                w = losses.class_weights(counts).numpy() * len(counts)
-                self.expr_weight.copy_(torch.as_tensor(w, dtype=self.expr_weight.dtype))
-        pos, neg = stats.get("au_positive"), stats.get("au_negative")
-        if space.aus and pos is not None and neg is not None:
-            pos = np.asarray(pos, dtype=np.float64)
-            neg = np.asarray(neg, dtype=np.float64)
-            if pos.shape != (space.num_aus,) or neg.shape != pos.shape:
-                raise ModelError(
-                    f"au_positive/au_negative have shapes {pos.shape}/{neg.shape}; the label space has "
-                    f"{space.num_aus} AUs"
-                )
-            w = np.divide(neg, pos, out=np.ones_like(pos), where=pos > 0)
-            self.au_pos_weight.copy_(torch.as_tensor(w, dtype=self.au_pos_weight.dtype))
+        expr_w, au_w = losses.weights_from_stats(stats, num_classes=space.num_expressions, num_aus=space.num_aus)
+        if expr_w is not None:
+            self.expr_weight.copy_(torch.as_tensor(expr_w, dtype=self.expr_weight.dtype))
+        if au_w is not None:
+            self.au_pos_weight.copy_(torch.as_tensor(au_w, dtype=self.au_pos_weight.dtype))
