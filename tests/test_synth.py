@@ -246,6 +246,27 @@ def test_sequences_rise_and_fall(tmp_path):
         assert va[apex - 2 : apex + 3].mean() > va[-3:].mean() + 0.1
 
 
+def test_frame_noise_jitters_frames_but_not_labels():
+    kw = dict(seed=6, size=48, sequences=2, frames=16)
+    img0, df0 = sample_batch(0, **kw)
+    img_zero, df_zero = sample_batch(0, frame_noise=0.0, **kw)
+    img1, df1 = sample_batch(0, frame_noise=1.0, **kw)
+    # 0 is the default; any strength leaves every label as it was
+    assert np.array_equal(img0, img_zero)
+    pd.testing.assert_frame_equal(df0, df_zero)
+    pd.testing.assert_frame_equal(df0, df1)
+    assert not np.array_equal(img0, img1)
+
+    def step(images):
+        # mean absolute change between consecutive frames of each clip
+        x = images.astype(np.float64).reshape(2, 16, -1)
+        return np.abs(np.diff(x, axis=1)).mean()
+
+    # the added nuisances are independent per frame: frame-to-frame change grows a lot
+    assert step(img1) > 2 * step(img0), (step(img1), step(img0))
+    assert step(sample_batch(0, frame_noise=2.0, **kw)[0]) > step(img1)
+
+
 # --------------------------------------------------------------------------- errors
 
 
@@ -261,6 +282,8 @@ def test_sequences_rise_and_fall(tmp_path):
         ({"n": 5, "expressions": ["smug"]}, "unknown expression 'smug'"),
         ({"n": 5, "size": 16}, "size must be >= 32"),
         ({"n": 5, "sequences": 2}, "needs frames"),
+        ({"n": 5, "frame_noise": 1.0}, "applies to clips only"),
+        ({"n": 0, "sequences": 1, "frames": 3, "frame_noise": -1}, "frame_noise .* >= 0"),
         ({"n": 5, "label_noise": 0.2, "keep": "va"}, "keep does not include expr"),
         ({"n": 5, "label_noise": 0.2, "expressions": ["anger"]}, "at least two expressions"),
     ],

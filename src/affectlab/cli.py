@@ -123,6 +123,9 @@ def synth_cmd(
     keep: str = typer.Option("expr,va,au", "--keep", help="Descriptors to write: comma list of expr, va, au."),
     sequences: int = typer.Option(0, "--sequences", help="Number of video clips (onset-apex-offset)."),
     frames: int = typer.Option(0, "--frames", help="Frames per clip."),
+    frame_noise: float = typer.Option(
+        0.0, "--frame-noise", help="Clips: strength of independent per-frame brightness/pose/blur/noise (labels unchanged)."
+    ),
     expressions: Optional[str] = typer.Option(None, "--expressions", help="Comma list of classes (default all 8)."),
     image_format: str = typer.Option("jpg", "--format", help="jpg (quality 95, fast) or png (lossless)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a previous synthetic set in --out."),
@@ -138,14 +141,15 @@ def synth_cmd(
     Examples: `affectlab synth --out demo --n 2000`;
     noisy labels: `affectlab synth --out noisy --n 2000 --label-noise 0.2`;
     an expression-only set: `affectlab synth --out expr_only --n 1000 --keep expr --seed 1`;
-    video clips: `affectlab synth --out clips --sequences 20 --frames 60`.
+    video clips: `affectlab synth --out clips --sequences 20 --frames 60` (add `--frame-noise 1`
+    for frame-to-frame jitter that temporal smoothing should remove).
     """
     from affectlab.data.synth import generate
 
     df = generate(
         out, n, size=size, seed=seed, subjects=subjects, label_noise=label_noise, drop_labels=drop_labels,
         keep=keep, sequences=sequences, frames=frames, expressions=expressions, image_format=image_format,
-        overwrite=overwrite, progress=not quiet,
+        overwrite=overwrite, progress=not quiet, frame_noise=frame_noise,
     )
     console.print(
         f"[green]{len(df)} images of {df['subject'].nunique()} subjects written to {out}[/green] "

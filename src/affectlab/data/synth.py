@@ -32,7 +32,13 @@ Ground truth
   the apex around the middle, per-frame jitter of the AUs (sd 0.08) and of the head pose,
   and VA following the AUs (sub-threshold mixing AUs stay below the threshold). A frame
   is labelled with the clip's expression when at least half of its prototype AUs are
-  present, else ``neutral``.
+  present, else ``neutral``. ``frame_noise=S`` (``--frame-noise``) adds independent
+  per-frame nuisances that leave every label unchanged: brightness (sd ``0.08 S``,
+  relative), in-plane rotation (sd ``2.5 S`` degrees), shift (sd ``0.012 S`` of the side),
+  scale (sd ``0.03 S``, relative), extra blur (``|N(0, 0.5 S)|`` px at 112 px) and pixel
+  noise (sd ``+ U(0, 6 S)``). It is the frame-to-frame noise that temporal smoothing
+  (equation 9 of the SMM paper) is meant to remove; 0 (the default) draws nothing extra,
+  so clips stay byte-identical to those made without it.
 * **Label noise** (``label_noise=P``): each stored expression is replaced, with
   probability P, by a different class of the set; ``expression_true`` and
   ``label_flipped`` record the truth. **Missing labels** (``drop_labels=P``): each kept
@@ -133,6 +139,7 @@ _TASKS = ("expr", "va", "au")
 
 # seed roles, so identity, sample and label-noise streams never overlap
 _ROLE_IDENTITY, _ROLE_SAMPLE, _ROLE_PLAN, _ROLE_SEQUENCE, _ROLE_FRAME = 1, 2, 3, 4, 5
+_ROLE_FRAME_NOISE = 6
 
 _SKIN_LIGHT = np.array([242.0, 208.0, 182.0])
 _SKIN_DARK = np.array([92.0, 60.0, 42.0])
@@ -318,7 +325,27 @@ def _profile(frames: int, rng: np.random.Generator) -> np.ndarray:
     return np.where(x < on, smooth(x / on), np.where(x > off, smooth((1 - x) / (1 - off)), 1.0))
 
 
-def _sequence_plan(seed: int, k: int, expression: str, subject: int, frames: int, size: int):
+def _frame_nuisance(nuis: dict, seed: int, k: int, f: int, strength: float) -> dict:
+    """Independent per-frame nuisances of ``--frame-noise`` (labels untouched).
+
+    Drawn from their own stream so that ``strength = 0`` leaves every other draw as it was.
+    """
+    z = np.random.default_rng([int(seed), _ROLE_FRAME_NOISE, int(k), int(f)]).normal(0.0, 1.0, 7)
+    side = nuis["size"] / 112
+    out = dict(nuis)
+    out["brightness"] = float(np.clip(nuis["brightness"] * (1 + 0.08 * strength * z[0]), 0.4, 1.6))
+    out["angle"] = nuis["angle"] + 2.5 * strength * float(z[1])
+    out["dx"] = nuis["dx"] + 0.012 * strength * float(z[2])
+    out["dy"] = nuis["dy"] + 0.012 * strength * float(z[3])
+    out["scale"] = float(nuis["scale"] * np.clip(1 + 0.03 * strength * z[4], 0.8, 1.2))
+    out["blur"] = nuis["blur"] + abs(0.5 * strength * float(z[5])) * side
+    # U(0, 6 S) from the seventh normal, through its CDF
+    out["noise"] = nuis["noise"] + 6.0 * strength * 0.5 * (1 + math.erf(float(z[6]) / math.sqrt(2)))
+    return out
+
+
+def _sequence_plan(seed: int, k: int, expression: str, subject: int, frames: int, size: int,
+                   frame_noise: float = 0.0):
     """Per-frame (params, labels) of clip ``k``."""
     rng = np.random.default_rng([int(seed), _ROLE_SEQUENCE, int(k)])
     apex, side, level = _sample_aus(rng, expression)
@@ -347,6 +374,8 @@ def _sequence_plan(seed: int, k: int, expression: str, subject: int, frames: int
         nuis["dx"] = base["dx"] + walk[f, 1]
         nuis["dy"] = base["dy"] + walk[f, 2]
         nuis["seed"] = int(fr.integers(2**31))
+        if frame_noise > 0:
+            nuis = _frame_nuisance(nuis, seed, k, f, frame_noise)
         params = FaceParams(identity=identity, au=au, au_side=side, **nuis)
         out.append(
             (
@@ -446,6 +475,7 @@ def _plan(
     frames: int,
     expressions,
     image_format: str = "jpg",
+    frame_noise: float = 0.0,
 ) -> tuple[_Plan, dict]:
     n = _check_int("n", n, 0)
     sequences = _check_int("sequences", sequences, 0)
@@ -456,6 +486,14 @@ def _plan(
         raise ConfigError(f"sequences={sequences} needs frames >= 1 per sequence")
     if frames > 0 and sequences == 0:
         raise ConfigError(f"frames={frames} given without sequences; set sequences >= 1")
+    try:
+        frame_noise = float(frame_noise)
+    except (TypeError, ValueError):
+        raise ConfigError(f"frame_noise (--frame-noise) must be a number >= 0, got {frame_noise!r}") from None
+    if not math.isfinite(frame_noise) or frame_noise < 0:
+        raise ConfigError(f"frame_noise (--frame-noise) must be a finite number >= 0, got {frame_noise!r}")
+    if frame_noise > 0 and sequences == 0:
+        raise ConfigError(f"frame_noise={frame_noise} applies to clips only; ask for sequences (--sequences K --frames F)")
     size = _check_int("size", size, 32)
     seed = _check_int("seed", seed, 0)
     label_noise = _check_fraction("label_noise (--label-noise)", label_noise)
@@ -492,7 +530,7 @@ def _plan(
     for k in range(sequences):
         video = f"v{seed}-{k:04d}"
         s = int(subj[n + k])
-        for f, (p, lab) in enumerate(_sequence_plan(seed, k, classes[seq_expr[k]], s, frames, size)):
+        for f, (p, lab) in enumerate(_sequence_plan(seed, k, classes[seq_expr[k]], s, frames, size, frame_noise)):
             lab.update(path=f"{video}/{f:05d}.{ext}", subject=subject_id(seed, s), video=video, frame=f)
             params.append(p)
             rows.append(lab)
@@ -537,6 +575,9 @@ def _plan(
         "va_centres": VA_CENTRES,
         "va_noise": VA_NOISE,
     }
+    if frame_noise > 0:
+        # recorded only when used, so synth.json of earlier settings stays byte-identical
+        settings["frame_noise"] = frame_noise
     return _Plan(params, rows), settings
 
 
@@ -607,6 +648,7 @@ def sample_batch(
     keep=_TASKS,
     sequences: int = 0,
     frames: int = 0,
+    frame_noise: float = 0.0,
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Render a synthetic set in memory (nothing touches disk).
 
@@ -622,7 +664,7 @@ def sample_batch(
     """
     plan, settings = _plan(
         n, size=size, seed=seed, subjects=subjects, label_noise=label_noise, drop_labels=drop_labels,
-        keep=keep, sequences=sequences, frames=frames, expressions=expressions,
+        keep=keep, sequences=sequences, frames=frames, expressions=expressions, frame_noise=frame_noise,
     )
     images = np.empty((len(plan.params), settings["size"], settings["size"], 3), dtype=np.uint8)
     for i, p in enumerate(plan.params):
@@ -641,6 +683,7 @@ def sample_labels(
     keep=_TASKS,
     sequences: int = 0,
     frames: int = 0,
+    frame_noise: float = 0.0,
 ) -> pd.DataFrame:
     """The labels :func:`sample_batch` / :func:`generate` would produce, without drawing.
 
@@ -649,7 +692,7 @@ def sample_labels(
     """
     plan, settings = _plan(
         n, size=32, seed=seed, subjects=subjects, label_noise=label_noise, drop_labels=drop_labels,
-        keep=keep, sequences=sequences, frames=frames, expressions=expressions,
+        keep=keep, sequences=sequences, frames=frames, expressions=expressions, frame_noise=frame_noise,
     )
     return _frame(plan, settings)
 
@@ -699,6 +742,7 @@ def generate(
     expressions: Iterable[str] | str | None = None,
     image_format: str = "jpg",
     overwrite: bool = False,
+    frame_noise: float = 0.0,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Write a synthetic face dataset: images plus ``labels.csv`` (manifest format).
@@ -736,6 +780,10 @@ def generate(
     overwrite : bool
         Replace a previous synthetic set in ``out_dir`` (only files listed in its
         ``labels.csv`` are removed).
+    frame_noise : float
+        Strength ``S >= 0`` of independent per-frame nuisances in clips (brightness,
+        rotation, shift, scale, blur, pixel noise; see the module docstring). Labels do not
+        change; 0 (default) gives the clips made without it, byte for byte.
     progress : bool
         Show a progress bar.
 
@@ -752,6 +800,7 @@ def generate(
     plan, settings = _plan(
         n, size=size, seed=seed, subjects=subjects, label_noise=label_noise, drop_labels=drop_labels,
         keep=keep, sequences=sequences, frames=frames, expressions=expressions, image_format=image_format,
+        frame_noise=frame_noise,
     )
     out = Path(out_dir)
     _prepare_out_dir(out, overwrite)
