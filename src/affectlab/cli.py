@@ -214,7 +214,7 @@ def train_cmd(
 
 @app.command("evaluate")
 def evaluate_cmd(
-    model: Path = typer.Option(..., "--model", help="Run directory or model file."),
+    model: str = typer.Option(..., "--model", help="Run directory, model file or packaged model name (affectlab models)."),
     data: str = typer.Option(..., "--data", help="Dataset spec, e.g. rafdb:/data/RAF-DB:test."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metrics as JSON here."),
     predictions: Optional[Path] = typer.Option(
@@ -457,7 +457,9 @@ def extract_cmd(
 
 @app.command("explain")
 def explain_cmd(
-    model: Path = typer.Option(..., "--model", help="Run directory or model file of the model to explain."),
+    model: str = typer.Option(
+        ..., "--model", help="Run directory, model file or packaged model name of the model to explain."
+    ),
     data: str = typer.Option(..., "--data", help="Data to explain it on: features:FEAT.zarr or a dataset spec."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the tables, plots and HTML page."),
     batch_size: int = typer.Option(512, "--batch-size", min=1, help="Samples per forward pass."),

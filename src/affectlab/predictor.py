@@ -62,12 +62,20 @@ def available_packaged_models() -> list[str]:
     return sorted(_PACKAGED)
 
 
+def packaged_model_path(name: str) -> str | os.PathLike | None:
+    """The model file of packaged or imported model ``name``, or None if there is none."""
+    _discover_packaged()
+    if isinstance(name, str) and name.strip() in _PACKAGED:
+        return _PACKAGED[name.strip()]()
+    return None
+
+
 def _resolve_model(model: str | os.PathLike) -> str | os.PathLike:
     if isinstance(model, (str, os.PathLike)) and Path(model).exists():
         return model
-    _discover_packaged()
-    if isinstance(model, str) and model.strip() in _PACKAGED:
-        return _PACKAGED[model.strip()]()
+    packaged = packaged_model_path(model) if isinstance(model, str) else None
+    if packaged is not None:
+        return packaged
     packaged = ", ".join(available_packaged_models()) or "none registered"
     raise ModelError(
         f"model {str(model)!r} is neither an existing run directory / model file nor a packaged model "
@@ -225,6 +233,11 @@ class Predictor:
         return build_transform("eval", pre.input_size, "none", train=False), stats
 
     @property
+    def extra_columns(self) -> dict[str, str]:
+        """Method extras shown as analysis columns: name -> pandas dtype (e.g. ``archetype``)."""
+        return dict(self.method.extra_columns())
+
+    @property
     def input_size(self) -> int | None:
         """Side of the square model input in pixels (``None`` for feature-level models)."""
         return None if self.preprocessing is None else self.preprocessing.input_size
@@ -343,7 +356,8 @@ class Predictor:
                 result[key] = np.concatenate(parts[key])
             elif n == 0 and width and (key != "va" or space.va):
                 result[key] = np.zeros((0, width), dtype=np.float32)
-        result["extras"] = {k: np.concatenate(v) for k, v in extras.items()}
+        # the method turns its codes into table values (e.g. class indices into names)
+        result["extras"] = self.method.tabulate_extras({k: np.concatenate(v) for k, v in extras.items()})
         return result
 
     def table(self, prediction: Mapping[str, Any]):

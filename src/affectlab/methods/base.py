@@ -80,6 +80,8 @@ class Method(nn.Module, abc.ABC):
     name: ClassVar[str] = ""
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     input_kind: ClassVar[str] = "image"
+    #: False for inference-only wrappers (imported ONNX graphs): ``affectlab train`` refuses them
+    trainable: ClassVar[bool] = True
 
     def __init__(self, label_space: LabelSpace, config: MethodConfig | Mapping[str, Any] | None = None):
         super().__init__()
@@ -124,6 +126,22 @@ class Method(nn.Module, abc.ABC):
     def load_extra_state(self, state: Mapping) -> None:
         return None
 
+    # -- analysis tables ------------------------------------------------------------------
+    def extra_columns(self) -> dict[str, str]:
+        """Per-sample ``Outputs.extras`` that analysis tables show: column name -> pandas dtype.
+
+        ``affectlab analyze`` appends these columns (empty on rows without a face) after
+        the prediction columns. The default shows none.
+        """
+        return {}
+
+    def tabulate_extras(self, extras: Mapping[str, Any]) -> dict[str, Any]:
+        """Turn per-sample extras (numpy arrays, one row per sample) into table values.
+
+        For example class codes into names. The default returns them unchanged.
+        """
+        return dict(extras)
+
 
 def _pydantic_message(exc: ValidationError) -> str:
     parts = []
@@ -157,7 +175,7 @@ def _import_builtin_methods() -> None:
     # one module per method family; importing registers them
     import importlib
 
-    for mod in ("baseline", "aura", "cage", "smm", "vavae"):
+    for mod in ("baseline", "aura", "aura_head", "cage", "smm", "vavae"):
         try:
             importlib.import_module(f"affectlab.methods.{mod}")
         except ModuleNotFoundError as exc:
@@ -167,10 +185,11 @@ def _import_builtin_methods() -> None:
     importlib.import_module("affectlab.models.onnx_model")
 
 
-def available_methods() -> list[str]:
-    """Names accepted by ``--method``."""
+def available_methods(trainable_only: bool = True) -> list[str]:
+    """Names accepted by ``--method`` (with ``trainable_only=False``: also the
+    inference-only methods model files may hold, such as ``onnx``)."""
     _import_builtin_methods()
-    return sorted(_METHODS)
+    return sorted(n for n, cls in _METHODS.items() if cls.trainable or not trainable_only)
 
 
 def get_method_class(name: str) -> type[Method]:

@@ -64,6 +64,7 @@ class OnnxModel(Method):
 
     Config = OnnxModelConfig
     input_kind = "image"
+    trainable = False
 
     def __init__(self, label_space: LabelSpace, config: OnnxModelConfig | Mapping[str, Any] | None = None):
         super().__init__(label_space, config)

@@ -98,7 +98,8 @@ def save_model(path: str | os.PathLike, method, **kwargs) -> Path:
 
 
 def resolve_model_path(path: str | os.PathLike) -> Path:
-    """``RUN`` (a run directory) -> ``RUN/model.ckpt``; a file stays as is.
+    """``RUN`` (a run directory) -> ``RUN/model.ckpt``; a file stays as is; a packaged
+    model name (``affectlab-base``, an imported model) -> its model file.
 
     Raises
     ------
@@ -106,6 +107,12 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
         If the path does not exist or the directory holds no model file.
     """
     p = Path(path)
+    if not p.exists() and isinstance(path, str):
+        from affectlab.predictor import packaged_model_path
+
+        packaged = packaged_model_path(path)
+        if packaged is not None:
+            p = Path(packaged)
     if p.is_dir():
         p = p / MODEL_FILE
         if not p.is_file():
@@ -115,7 +122,10 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
             )
         return p
     if not p.is_file():
-        raise ModelError(f"model {str(path)!r} does not exist (expected a run directory or a .ckpt model file)")
+        raise ModelError(
+            f"model {str(path)!r} does not exist (expected a run directory, a .ckpt model file or a packaged "
+            "model name: see 'affectlab models')"
+        )
     return p
 
 

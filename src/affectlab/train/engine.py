@@ -466,6 +466,13 @@ def train(
     elif _is_rank_zero():
         rundir.check_new_run(out)
     method_cls = get_method_class(cfg.method)
+    if not method_cls.trainable:
+        from affectlab.methods.base import available_methods
+
+        raise ConfigError(
+            f"method {cfg.method!r} is inference-only (an imported model) and cannot be trained; "
+            f"trainable methods: {', '.join(available_methods())}"
+        )
 
     # -- data -----------------------------------------------------------------------
     train_src = train_data if train_data is not None else cfg.train
@@ -986,6 +993,12 @@ def run_evaluation(
     row-normalised confusion matrix and the cumulative absolute-error curves of
     :func:`affectlab.interpret.cage_plots.evaluation_plots`.
     """
+    if isinstance(smooth, str) and smooth.strip().lower() == "auto" and not Path(model).exists():
+        # a packaged model lives inside the installed package: storing mu there would be lost on upgrade
+        raise ConfigError(
+            f"--smooth auto stores the chosen mu in the model file, and {str(model)!r} is a packaged model; "
+            f"copy it first (cp \"$(affectlab models path {model})\" my_model.ckpt) and evaluate my_model.ckpt"
+        )
     result = evaluate(
         model, data, batch_size=batch_size, protocol=protocol, num_workers=num_workers, progress=progress,
         smooth=smooth, smooth_level=smooth_level,
