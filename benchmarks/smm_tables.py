@@ -3,8 +3,9 @@ smoothing on synthetic clips, and CK+ (real faces, subject-independent).
 
 Run on demand (minutes on a CPU; one experiment at a time)::
 
-    python benchmarks/smm_tables.py --workdir /tmp/smm_exp --epochs 5
-    python benchmarks/smm_tables.py --workdir /tmp/smm_exp --only smoothing
+    python benchmarks/smm_tables.py --workdir /tmp/smm_exp --epochs 10 --only table1
+    python benchmarks/smm_tables.py --workdir /tmp/smm_exp --only sequences --seq-epochs 12
+    python benchmarks/smm_tables.py --workdir /tmp/smm_exp --only ckplus --ck-epochs 12
 
 Data (made with ``affectlab synth`` when missing, 64 px): three uni-task sets
 ``au/`` ``expr/`` ``va/`` (``--keep au|expr|va``, seeds 11/12/13, ``--n`` each), a fully
@@ -19,8 +20,17 @@ labelled test set of other identities (seed 14), and validation / test clips
 each evaluated with ``evaluate --data test --protocol abaw``. Smoothing: the SMM run is
 evaluated on the test clips unsmoothed, ``--smooth auto`` is searched on the validation
 clips (stored in the run), and the test clips are evaluated with ``--smooth stored``.
+``sequences`` (the "must show" of temporal smoothing, with models that have signal):
+SMM (``--preset smm-synth --set sampler=shuffle``) and the baseline (``--preset
+baseline``) trained on ``--seq-n`` fully labelled still images (seed 1); for each
+``--frame-noise`` level S, validation / test clips (``synth --sequences 30 --frames 24
+--frame-noise S``, seeds 21 / 22, disjoint identities) are evaluated with mu = 0, mu is
+searched on the validation clips (``evaluate --smooth auto``, stored in the run) and
+applied to the test clips (``--smooth stored``); SMM at the features level (the paper)
+and at the outputs level, the baseline at the outputs level.
 CK+ (``../shared/data/ckplus48``; skipped when absent): subject-independent 80/20 split,
-the AUs with >= 100 positives, baseline vs SMM. Nothing trained on CK+ is kept beyond
+the AUs with >= 100 positives, baseline vs SMM (the ``baseline`` / ``smm-synth``
+presets, both ``builtin:cnn-grid``). Nothing trained on CK+ is kept beyond
 the work directory. Results go to ``WORKDIR/results.json`` and are printed as tables.
 """
 
@@ -95,6 +105,70 @@ def table1(work: Path, epochs: int, results: dict, extra: list[str] = (), batch_
         print(name, results["table1"][name], flush=True)
 
 
+def _clips(work: Path, noise: float) -> tuple[Path, Path]:
+    """Validation / test clips (seeds 21 / 22) at per-frame noise ``noise``."""
+    tag = "" if noise == 0 else f"_fn{noise:g}"
+    dirs = work / f"seq_val{tag}", work / f"seq_test{tag}"
+    for d, seed in zip(dirs, ("21", "22")):
+        if not (d / "labels.csv").is_file():
+            extra = [] if noise == 0 else ["--frame-noise", f"{noise:g}"]
+            sh("synth", "--out", str(d), "--sequences", "30", "--frames", "24", "--seed", seed, "--size", "64",
+               "-q", *extra)
+    return dirs
+
+
+def _task_scores(m: dict) -> dict:
+    return {"expr": m.get("expr_f1_macro"), "va": m.get("va_ccc"), "au": m.get("au_f1_mean")}
+
+
+def sequences(work: Path, results: dict, epochs: int, n: int, noises: list[float]) -> None:
+    """Smoothing with models trained on fully labelled still images, clips at several noise levels."""
+    static = work / "static"
+    if not (static / "labels.csv").is_file():
+        sh("synth", "--out", str(static), "--n", str(n), "--seed", "1", "--size", "64", "-q")
+    common = ["--train", f"manifest:{static / 'labels.csv'}", "--epochs", str(epochs), "--batch-size", "64",
+              "--seed", "0", "-q"]
+    models = {
+        "SMM": ["--preset", "smm-synth", "--set", "sampler=shuffle"],
+        "baseline": ["--preset", "baseline"],
+    }
+    out = results.setdefault("sequences", {})
+    for name, args in models.items():
+        run = work / "runs" / f"seq_{name}"
+        if not (run / "model.ckpt").is_file():
+            t0 = time.time()
+            sh("train", *args, *common, "--out", str(run))
+            out.setdefault("train_s", {})[name] = round(time.time() - t0)
+    for noise in noises:
+        val, test = (f"manifest:{d / 'labels.csv'}" for d in _clips(work, noise))
+        for name, levels in (("SMM", ("features", "outputs")), ("baseline", ("outputs",))):
+            run = work / "runs" / f"seq_{name}"
+            plain = _evaluate(run, test, protocol="abaw").metrics
+            for level in levels:
+                searched = _evaluate(run, val, protocol="abaw", smooth="auto", smooth_level=level)
+                sm = _evaluate(run, test, protocol="abaw", smooth="stored", smooth_level=level).metrics
+                row = {
+                    "mu": searched.smoothing["mu"],
+                    "cv_gain": {t: searched.metrics.get(f"smooth_cv_gain_{t}") for t in ("expr", "va", "au")},
+                    "val_mu0": _task_scores(_evaluate(run, val, protocol="abaw").metrics),
+                    "test_mu0": {**_task_scores(plain), "mtl": plain.get("abaw_mtl"), "expr_acc": plain.get("expr_acc")},
+                    "test_smoothed": {**_task_scores(sm), "mtl": sm.get("abaw_mtl"), "expr_acc": sm.get("expr_acc")},
+                }
+                out[f"{name}/{level}/noise={noise:g}"] = row
+                print(f"{name} {level} frame-noise {noise:g}", row, flush=True)
+    print("\n| model (level) | frame noise | chosen mu expr / va / au | CV gain expr / va / au "
+          "| test MTL mu = 0 | test MTL smoothed |")
+    print("|---|---|---|---|---|---|")
+    for key, r in out.items():
+        if "/" not in key:
+            continue
+        name, level, noise = key.split("/")
+        mu = " / ".join(f"{r['mu'].get(t, 0):g}" for t in ("expr", "va", "au"))
+        gain = " / ".join("-" if r["cv_gain"][t] is None else f"{r['cv_gain'][t]:+.3f}" for t in ("expr", "va", "au"))
+        print(f"| {name} ({level}) | {noise.split('=')[1]} | {mu} | {gain} | {r['test_mu0']['mtl']:.3f} "
+              f"| {r['test_smoothed']['mtl']:.3f} |")
+
+
 def smoothing(work: Path, results: dict) -> None:
     run = work / "runs" / "SMM"
     val = f"manifest:{work / 'seq_val' / 'labels.csv'}"
@@ -117,7 +191,7 @@ def smoothing(work: Path, results: dict) -> None:
     results["smoothing"] = out
 
 
-def ckplus(work: Path, epochs: int, results: dict) -> None:
+def ckplus(work: Path, epochs: int, results: dict, extra: list[str] = ()) -> None:
     if not CKPLUS.is_dir():
         print("CK+ not found; skipped", flush=True)
         return
@@ -136,19 +210,26 @@ def ckplus(work: Path, epochs: int, results: dict) -> None:
     tr, val = trainval.split_by("subject", (0.85, 0.15), seed=1)
     out = {"aus": list(aus), "n_train": len(tr), "n_val": len(val), "n_test": len(test)}
     for name, preset, sets in (
-        ("baseline", "baseline", ["lr=5e-3"]),
-        ("SMM", "smm-synth", ["sampler=shuffle"]),
+        ("baseline", "baseline", list(extra)),
+        ("SMM", "smm-synth", ["sampler=shuffle", *extra]),
     ):
         run = work / "runs" / f"ckplus_{name}"
         if not (run / "model.ckpt").is_file():
             cfg = resolve_config(preset=preset, options={"epochs": epochs, "batch_size": 48, "seed": 0}, sets=sets)
+            t0 = time.time()
             train(cfg, run, train_data=tr, val_data=val, progress=False)
+            out.setdefault("train_s", {})[name] = round(time.time() - t0)
         res = evaluate(str(run), test, progress=False)
         m = res.metrics
         out[name] = {"expr_acc": m.get("expr_acc"), "expr_f1_macro": m.get("expr_f1_macro"),
                      "au_f1_mean": m.get("au_f1_mean"), "au_f1": m.get("au_f1")}
         print(name, {k: v for k, v in out[name].items() if k != "au_f1"}, flush=True)
     results["ckplus"] = out
+    print(f"\nCK+ {len(aus)} AUs, train/val/test {len(tr)}/{len(val)}/{len(test)} images")
+    print("| model | expression accuracy | expression macro F1 | AU F1 (mean) |\n|---|---|---|---|")
+    for name in ("baseline", "SMM"):
+        r = out[name]
+        print(f"| {name} | {r['expr_acc']:.3f} | {r['expr_f1_macro']:.3f} | {r['au_f1_mean']:.3f} |")
 
 
 def main() -> None:
@@ -156,16 +237,22 @@ def main() -> None:
     p.add_argument("--workdir", type=Path, default=Path("smm_exp"))
     p.add_argument("--n", type=int, default=1500, help="images per uni-task set")
     p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--ck-epochs", type=int, default=15)
+    p.add_argument("--ck-epochs", type=int, default=12)
+    p.add_argument("--ck-set", dest="ck_sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra override for both CK+ runs")
+    p.add_argument("--seq-n", type=int, default=3000, help="still images to train the sequences models on")
+    p.add_argument("--seq-epochs", type=int, default=12)
+    p.add_argument("--frame-noise", type=float, action="append", default=None,
+                   help="per-frame noise of the clips (repeat; default 0 and 1)")
     p.add_argument("--batch-size", type=int, default=48, help="table1 batch (a multiple of 3)")
     p.add_argument("--baseline-lr", default="5e-3", help="table1 baseline learning rate (smm-synth's)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="extra override for every table1 run, e.g. --set backbone=builtin:cnn-grid")
-    p.add_argument("--only", choices=["table1", "smoothing", "ckplus"], action="append")
+    p.add_argument("--only", choices=["table1", "smoothing", "sequences", "ckplus"], action="append")
     a = p.parse_args()
     work = a.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    steps = a.only or ["table1", "smoothing", "ckplus"]
+    steps = a.only or ["table1", "smoothing", "sequences", "ckplus"]
     # one results file per step list, so steps can run in separate processes
     path = work / ("results.json" if a.only is None else f"results_{'_'.join(steps)}.json")
     results = json.loads(path.read_text()) if path.is_file() else {}
@@ -177,8 +264,10 @@ def main() -> None:
                    a.baseline_lr)
         elif step == "smoothing":
             smoothing(work, results)
+        elif step == "sequences":
+            sequences(work, results, a.seq_epochs, a.seq_n, a.frame_noise or [0.0, 1.0])
         else:
-            ckplus(work, a.ck_epochs, results)
+            ckplus(work, a.ck_epochs, results, a.ck_sets)
         path.write_text(json.dumps(results, indent=2, default=float))
     print(json.dumps(results, indent=2, default=float))
 

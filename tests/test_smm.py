@@ -169,7 +169,8 @@ def test_presets_resolve():
     assert cfg.sampler == "multitask" and cfg.batch_size == 72
     assert cfg.method_config["message_space"] == "separate" and cfg.method_config["num_rois"] == 17
     cfg2 = resolve_config(preset="smm-synth", options={"train": ["a.csv", "b.csv", "c.csv"]})
-    assert cfg2.train == ["a.csv", "b.csv", "c.csv"] and cfg2.backbone == "builtin:cnn-small"
+    assert cfg2.train == ["a.csv", "b.csv", "c.csv"] and cfg2.backbone == "builtin:cnn-grid"
+    assert cfg2.sampler == "multitask" and cfg2.batch_size % 3 == 0  # equal parts of three uni-task sets
 
 
 @pytest.mark.slow
