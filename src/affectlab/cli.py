@@ -567,6 +567,40 @@ def models_import_cmd(
         )
 
 
+@models_app.command("attach-aura")
+def models_attach_aura_cmd(
+    head: Path = typer.Option(..., "--head", help="AURA run trained on features of --model's encoder (--preset aura)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model file to write (e.g. with_aura.ckpt)."),
+    model: str = typer.Option("default", "--model", "-m", help="Image model: run directory, model file or packaged name."),
+    members: Optional[str] = typer.Option(
+        None, "--members", help="features:TRAIN.zarr whose labels describe each archetype (default: the head's training store)."
+    ),
+    predict: str = typer.Option("base", "--predict", help="Predictions to output: base (the image model's, default) or aura."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+):
+    """Combine an image model and an AURA head on its frozen features into one model file.
+
+    With it, `analyze` (and `Predictor` / `affectlab.analyze`) adds per face the nearest
+    archetype and what its training members were labelled: `archetype`, `archetype_label`
+    (majority expression), `archetype_purity` (share with that label), `archetype_size`
+    (members) and `archetype_distance`. Fit the head with affectlab's own commands:
+
+    1. `affectlab extract manifest:train.csv --backbone run:runs/base --out train.zarr`
+    2. `affectlab train --preset aura --train features:train.zarr --tasks expr --out runs/aura`
+    3. `affectlab models attach-aura --model runs/base --head runs/aura --out with_aura.ckpt`
+
+    then `affectlab analyze photo.jpg --model with_aura.ckpt --out faces.csv`.
+    """
+    from affectlab.models.attach import attach_aura
+
+    res = attach_aura(model, head, out, members=members, predict=predict, progress=not quiet)
+    console.print(
+        f"[green]wrote[/green] {res['path']}: {res['used_archetypes']} of {res['archetypes']} archetypes have members "
+        f"among {res['members']} training samples; predictions from {res['predict']}",
+        highlight=False,
+    )
+
+
 @models_app.command("path")
 def models_path_cmd(name: str = typer.Argument(..., help="A packaged or imported model name.")):
     """Print the file of a packaged or imported model (for an imported backbone: its weights file).

@@ -19,7 +19,7 @@ import pandas as pd
 
 from affectlab.analyze.detectors import crop_faces
 from affectlab.analyze.inputs import Frame, MediaError, count_frames, iter_frames, media_kind
-from affectlab.analyze.table import table_columns
+from affectlab.analyze.table import register_column_dtypes, table_columns
 from affectlab.analyze.tracking import IoUTracker
 from affectlab.errors import ConfigError
 from affectlab.temporal import OnlineSmoother
@@ -173,6 +173,12 @@ class Analyzer:
         self.aus = list(space.aus) if space is not None else []
         self.has_va = bool(space.va) if space is not None else False
         self.columns = table_columns(self.expressions, self.has_va, self.aus)
+        # per-face method extras the model declares (e.g. its nearest archetype)
+        self.extra_columns = {
+            k: v for k, v in dict(getattr(predictor, "extra_columns", None) or {}).items() if k not in self.columns
+        }
+        register_column_dtypes(self.extra_columns)
+        self.columns += list(self.extra_columns)
         self.input_size = getattr(predictor, "input_size", None) if predictor is not None else 64
 
     # -- the loop -----------------------------------------------------------------------
@@ -399,6 +405,13 @@ class Analyzer:
         if self.aus:
             for j, name in enumerate(self.aus):
                 cols[name] = parts["au"][:, j]
+        extras = pred.get("extras") or {}
+        for name, dtype in self.extra_columns.items():
+            col = np.full(n, None, dtype=object)
+            values = extras.get(name)
+            if values is not None and has_face.any():
+                col[has_face] = np.asarray(values, dtype=object)
+            cols[name] = pd.Series(col, dtype=object).astype(dtype).array
         return pd.DataFrame(cols, columns=self.columns)
 
 

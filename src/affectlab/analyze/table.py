@@ -16,7 +16,7 @@ accessors (:attr:`~AffectTable.expressions`, :attr:`~AffectTable.va`,
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -51,11 +51,22 @@ def table_columns(expressions: Sequence[str] = (), va: bool = False, aus: Sequen
     return cols
 
 
+#: dtypes of method extra columns (``Method.extra_columns``, e.g. ``archetype``)
+_EXTRA_DTYPES: dict[str, object] = {}
+
+
+def register_column_dtypes(dtypes: Mapping[str, object]) -> None:
+    """Declare the dtypes of extra columns a model adds (name -> pandas dtype)."""
+    _EXTRA_DTYPES.update(dict(dtypes))
+
+
 def column_dtypes(columns: Sequence[str]) -> dict[str, object]:
     """The dtype of each column (nullable integers for the box, so CSVs show integers)."""
     out: dict[str, object] = {}
     for c in columns:
-        if c in ("input", "expression"):
+        if c in _EXTRA_DTYPES:
+            out[c] = _EXTRA_DTYPES[c]
+        elif c in ("input", "expression"):
             out[c] = object
         elif c in ("frame", "face"):
             out[c] = np.int64
