@@ -5,8 +5,10 @@ Steps (each one is also runnable alone)::
     python scripts/train_base_model.py prepare   # detector crops + subject-disjoint manifests
     python scripts/train_base_model.py train     # affectlab train (the documented command)
     python scripts/train_base_model.py evaluate  # held-out + CK+ metrics, confusion matrices
+    python scripts/train_base_model.py aura      # AURA head on the model's frozen features, attached
+    python scripts/train_base_model.py aura-evaluate  # head vs base metrics, archetype usage
     python scripts/train_base_model.py ship      # copy the weights into src/affectlab/models/
-    python scripts/train_base_model.py all       # the four in order
+    python scripts/train_base_model.py all       # prepare, train, evaluate, aura, aura-evaluate, ship
 
 Everything is written under ``--work`` (default ``build/affectlab-base``; never commit it:
 it holds face crops). Crops are made by affectlab's own analysis code
@@ -18,6 +20,11 @@ same way), and the manifest records ``detected = 0`` for those rows.
 
 The validation split holds out 15% of the identities (file name without the trailing
 ``_NNNN``), drawn with a fixed seed, so the metrics are on people never seen in training.
+
+The ``aura`` step fits the explanation head with affectlab's own commands (features of
+the trained model's encoder via ``--backbone run:RUN``, ``affectlab train --preset aura``
+on them, ``affectlab models attach-aura``) under ``--work/<run>_aura/``; ``ship`` copies
+the combined model when it exists (see :data:`AURA_PREDICT` and the model card).
 """
 
 from __future__ import annotations
@@ -51,6 +58,25 @@ TRAIN_ARGS = [
     "--out", "{work}/{run}", "--tasks", "expr", "--epochs", "10", "--seed", "0",
     "--set", "sampler=balanced", "--set", "train_transform=faces", "--set", "monitor=expr_f1_macro",
     "--set", "class_weighted=false", "--quiet",
+]
+
+
+#: The documented AURA head commands (``{work}``, ``{run}``, ``{aura}`` = ``{work}/{run}_aura``).
+EXTRACT_ARGS = [
+    ["extract", "manifest:{work}/train.csv", "--backbone", "run:{work}/{run}", "--out", "{aura}/train.zarr", "--overwrite", "-q"],
+    ["extract", "manifest:{work}/val.csv", "--backbone", "run:{work}/{run}", "--out", "{aura}/val.zarr", "--overwrite", "-q"],
+]
+AURA_TRAIN_ARGS = [
+    "train", "--preset", "aura", "--train", "features:{aura}/train.zarr", "--val", "features:{aura}/val.zarr",
+    "--out", "{aura}/head", "--tasks", "expr", "--seed", "0",
+    "--set", "sampler=balanced", "--set", "monitor=expr_f1_macro", "--quiet",
+]
+#: Whose expression prediction the shipped model outputs: "aura" (the head's; it was at
+#: least as good as the base head on the held-out identities, docs/models/affectlab-base.md)
+AURA_PREDICT = "aura"
+ATTACH_ARGS = [
+    "models", "attach-aura", "--model", "{work}/{run}", "--head", "{aura}/head",
+    "--out", "{aura}/model.ckpt", "--predict", AURA_PREDICT, "-q",
 ]
 
 
@@ -178,9 +204,86 @@ def evaluate(work: Path) -> None:
         print(name, {k: round(float(flat[k]), 4) for k in keys})
 
 
+def _affectlab(args: list[str], work: Path) -> None:
+    aura = work / f"{RUN}_aura"
+    args = [a.replace("{work}", str(work)).replace("{run}", RUN).replace("{aura}", str(aura)) for a in args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "affectlab.cli", *args], check=True, env=env)
+
+
+def aura(work: Path) -> None:
+    """Fit the AURA head on the trained model's frozen features and attach it (the documented commands)."""
+    folder = work / f"{RUN}_aura"
+    if (folder / "head").exists():
+        shutil.rmtree(folder / "head")
+    folder.mkdir(parents=True, exist_ok=True)
+    for args in EXTRACT_ARGS:
+        _affectlab(args, work)
+    _affectlab(AURA_TRAIN_ARGS, work)
+    _affectlab(ATTACH_ARGS, work)
+
+
+def _archetype_usage(model: Path, manifest: Path) -> dict:
+    """How the held-out faces spread over the archetypes, and how their labels agree."""
+    import cv2
+    import pandas as pd
+    import torch
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from affectlab.predictor import Predictor
+
+    torch.set_num_threads(1)
+    rows = pd.read_csv(manifest)
+    images = [cv2.cvtColor(cv2.imread(str(manifest.parent / p), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for p in rows["path"]]
+    predictor = Predictor.load(model)
+    table = predictor.predict_table(images)
+    arch = table["archetype"].to_numpy(dtype=int)
+    counts = np.bincount(arch)
+    p = counts[counts > 0] / counts.sum()
+    labels = list(predictor.label_space.expressions)
+    given = rows["expression"].to_numpy()
+    arch_label = table["archetype_label"].fillna("").to_numpy(dtype=object)
+    return {
+        "faces": int(len(table)),
+        "archetypes": int(len(predictor.method.member_count)),
+        "archetypes_used": int((counts > 0).sum()),
+        "perplexity": float(np.exp(-(p * np.log(p)).sum())),
+        "top5_share": float(np.sort(counts)[::-1][:5].sum() / counts.sum()),
+        "median_purity": float(np.nanmedian(table["archetype_purity"].to_numpy(dtype=float))),
+        "median_size": float(np.median(table["archetype_size"].to_numpy(dtype=float))),
+        # the archetype's majority label read as a prediction (nearest-archetype vote)
+        "archetype_label_acc": float(accuracy_score(given, arch_label)),
+        "archetype_label_f1_macro": float(f1_score(given, arch_label, labels=labels, average="macro", zero_division=0)),
+        "archetype_label_agrees_with_expression": float((arch_label == table["expression"].to_numpy(dtype=object)).mean()),
+    }
+
+
+def aura_evaluate(work: Path) -> None:
+    """The head's own prediction (features) vs the base head, the combined model, archetype usage."""
+    folder = work / f"{RUN}_aura"
+    results = {
+        "head_val": _evaluate(folder / "head", f"features:{folder}/val.zarr", folder / "eval_head_val"),
+        "combined_val": _evaluate(folder / "model.ckpt", f"manifest:{work}/val.csv", folder / "eval_val"),
+    }
+    if CKPLUS.is_dir():
+        results["combined_ckplus"] = _evaluate(folder / "model.ckpt", f"ckplus:{CKPLUS}", folder / "eval_ckplus")
+    results["base_val"] = _evaluate(work / RUN, f"manifest:{work}/val.csv", folder / "eval_base_val")
+    results["archetypes_val"] = _archetype_usage(folder / "model.ckpt", work / "val.csv")
+    (folder / "evaluation.json").write_text(json.dumps(results, indent=2))
+    for name, res in results.items():
+        flat = res.get("metrics", res)
+        print(name, {k: round(float(v), 4) for k, v in flat.items() if isinstance(v, (int, float))})
+
+
 def ship(work: Path) -> None:
-    """Copy the trained model file into the package (``src/affectlab/models/affectlab-base.pt``)."""
-    src = work / RUN / "model.ckpt"
+    """Copy the trained model file into the package (``src/affectlab/models/affectlab-base.pt``).
+
+    The model with the attached AURA head when the ``aura`` step made one, else the
+    image model alone.
+    """
+    src = work / f"{RUN}_aura" / "model.ckpt"
+    if not src.is_file():
+        src = work / RUN / "model.ckpt"
     size = src.stat().st_size
     if size > 10 * 1024 * 1024:
         raise SystemExit(f"{src} is {size / 2**20:.1f} MB, over the 10 MB budget of a packaged model")
@@ -190,16 +293,16 @@ def ship(work: Path) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=["prepare", "train", "evaluate", "ship", "all"])
+    parser.add_argument("step", choices=["prepare", "train", "evaluate", "aura", "aura-evaluate", "ship", "all"])
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "affectlab-base")
     parser.add_argument("--run", default=RUN, help="Run folder under --work (default: run).")
     args = parser.parse_args(argv)
     globals()["RUN"] = args.run
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    steps = ["prepare", "train", "evaluate", "ship"] if args.step == "all" else [args.step]
+    steps = ["prepare", "train", "evaluate", "aura", "aura-evaluate", "ship"] if args.step == "all" else [args.step]
     for step in steps:
-        globals()[step](work)
+        globals()[step.replace("-", "_")](work)
 
 
 if __name__ == "__main__":
