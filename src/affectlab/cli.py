@@ -80,7 +80,9 @@ def analyze_cmd(
 
     Writes one row per frame and face (`input, frame, time_s, face, x, y, w, h, score,
     expr_<name>, expression, valence, arousal, AU<k>`); a frame without a face gives a row
-    with face = -1. Faces keep their id across a video. Rows are written as they are
+    with face = -1. A model with an AURA head (the default `affectlab-base`; see `affectlab
+    models attach-aura --help`) adds `archetype, archetype_label, archetype_purity,
+    archetype_size, archetype_distance`. Faces keep their id across a video. Rows are written as they are
     computed, so a failure or Ctrl-C keeps everything done so far; unreadable files are
     reported and the others go on (exit code 1 if any failed).
 

@@ -113,7 +113,7 @@ def list_models() -> list[dict]:
             "name": BASE_MODEL,
             "kind": "packaged",
             "path": str(BASE_MODEL_FILE),
-            "description": "8 expressions from real faces (default; no VA, no AUs)"
+            "description": "8 expressions from real faces, with nearest AURA archetype (default; no VA, no AUs)"
             + ("" if BASE_MODEL_FILE.is_file() else " [weights file missing]"),
         }
     ]
