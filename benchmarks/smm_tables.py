@@ -22,7 +22,8 @@ evaluated on the test clips unsmoothed, ``--smooth auto`` is searched on the val
 clips (stored in the run), and the test clips are evaluated with ``--smooth stored``.
 ``sequences`` (the "must show" of temporal smoothing, with models that have signal):
 SMM (``--preset smm-synth --set sampler=shuffle``) and the baseline (``--preset
-baseline``) trained on ``--seq-n`` fully labelled still images (seed 1); for each
+baseline``) trained on ``--seq-n`` fully labelled still images (seed 1), also scored on 1000 still images of
+other identities (seed 2); for each
 ``--frame-noise`` level S, validation / test clips (``synth --sequences 30 --frames 24
 --frame-noise S``, seeds 21 / 22, disjoint identities) are evaluated with mu = 0, mu is
 searched on the validation clips (``evaluate --smooth auto``, stored in the run) and
@@ -139,6 +140,14 @@ def sequences(work: Path, results: dict, epochs: int, n: int, noises: list[float
             t0 = time.time()
             sh("train", *args, *common, "--out", str(run))
             out.setdefault("train_s", {})[name] = round(time.time() - t0)
+    # the same models on still images of new identities (what they learnt, before any smoothing)
+    still = work / "static_test"
+    if not (still / "labels.csv").is_file():
+        sh("synth", "--out", str(still), "--n", "1000", "--seed", "2", "--size", "64", "-q")
+    for name in models:
+        m = _evaluate(work / "runs" / f"seq_{name}", f"manifest:{still / 'labels.csv'}", protocol="abaw").metrics
+        out.setdefault("still_test", {})[name] = _row(m)
+        print(name, "still images (seed 2):", out["still_test"][name], flush=True)
     for noise in noises:
         val, test = (f"manifest:{d / 'labels.csv'}" for d in _clips(work, noise))
         for name, levels in (("SMM", ("features", "outputs")), ("baseline", ("outputs",))):
@@ -191,7 +200,7 @@ def smoothing(work: Path, results: dict) -> None:
     results["smoothing"] = out
 
 
-def ckplus(work: Path, epochs: int, results: dict, extra: list[str] = ()) -> None:
+def ckplus(work: Path, epochs: int, results: dict, extra: list[str] = (), seeds=(0,)) -> None:
     if not CKPLUS.is_dir():
         print("CK+ not found; skipped", flush=True)
         return
@@ -208,28 +217,36 @@ def ckplus(work: Path, epochs: int, results: dict, extra: list[str] = ()) -> Non
     ds = ds.with_label_space(LabelSpace(expressions=ds.label_space.expressions, aus=aus, va=False))
     trainval, test = ds.split_by("subject", (0.8, 0.2), seed=0)
     tr, val = trainval.split_by("subject", (0.85, 0.15), seed=1)
-    out = {"aus": list(aus), "n_train": len(tr), "n_val": len(val), "n_test": len(test)}
+    out = {"aus": list(aus), "n_train": len(tr), "n_val": len(val), "n_test": len(test), "seeds": list(seeds)}
+    keys = ("expr_acc", "expr_f1_macro", "au_f1_mean")
     for name, preset, sets in (
         ("baseline", "baseline", list(extra)),
         ("SMM", "smm-synth", ["sampler=shuffle", *extra]),
     ):
-        run = work / "runs" / f"ckplus_{name}"
-        if not (run / "model.ckpt").is_file():
-            cfg = resolve_config(preset=preset, options={"epochs": epochs, "batch_size": 48, "seed": 0}, sets=sets)
-            t0 = time.time()
-            train(cfg, run, train_data=tr, val_data=val, progress=False)
-            out.setdefault("train_s", {})[name] = round(time.time() - t0)
-        res = evaluate(str(run), test, progress=False)
-        m = res.metrics
-        out[name] = {"expr_acc": m.get("expr_acc"), "expr_f1_macro": m.get("expr_f1_macro"),
-                     "au_f1_mean": m.get("au_f1_mean"), "au_f1": m.get("au_f1")}
-        print(name, {k: v for k, v in out[name].items() if k != "au_f1"}, flush=True)
+        per_seed = []
+        for seed in seeds:
+            run = work / "runs" / (f"ckplus_{name}" if seed == 0 else f"ckplus_{name}_s{seed}")
+            if not (run / "model.ckpt").is_file():
+                cfg = resolve_config(preset=preset, options={"epochs": epochs, "batch_size": 48, "seed": seed},
+                                     sets=sets)
+                t0 = time.time()
+                train(cfg, run, train_data=tr, val_data=val, progress=False)
+                out.setdefault("train_s", {})[f"{name}/{seed}"] = round(time.time() - t0)
+            m = evaluate(str(run), test, progress=False).metrics
+            per_seed.append({**{k: m.get(k) for k in keys}, "au_f1": m.get("au_f1")})
+            print(name, "seed", seed, {k: per_seed[-1][k] for k in keys}, flush=True)
+        out[name] = {
+            "per_seed": per_seed,
+            **{k: float(np.mean([r[k] for r in per_seed])) for k in keys},
+            **{f"{k}_sd": float(np.std([r[k] for r in per_seed], ddof=1)) if len(seeds) > 1 else 0.0 for k in keys},
+        }
     results["ckplus"] = out
-    print(f"\nCK+ {len(aus)} AUs, train/val/test {len(tr)}/{len(val)}/{len(test)} images")
+    print(f"\nCK+ {len(aus)} AUs, train/val/test {len(tr)}/{len(val)}/{len(test)} images, "
+          f"mean (sd) over training seeds {list(seeds)}")
     print("| model | expression accuracy | expression macro F1 | AU F1 (mean) |\n|---|---|---|---|")
     for name in ("baseline", "SMM"):
         r = out[name]
-        print(f"| {name} | {r['expr_acc']:.3f} | {r['expr_f1_macro']:.3f} | {r['au_f1_mean']:.3f} |")
+        print(f"| {name} | " + " | ".join(f"{r[k]:.3f} ({r[k + '_sd']:.3f})" for k in keys) + " |")
 
 
 def main() -> None:
@@ -240,6 +257,7 @@ def main() -> None:
     p.add_argument("--ck-epochs", type=int, default=12)
     p.add_argument("--ck-set", dest="ck_sets", action="append", default=[], metavar="KEY=VALUE",
                    help="extra override for both CK+ runs")
+    p.add_argument("--ck-seeds", type=int, default=3, help="CK+ training seeds 0..N-1 (same split)")
     p.add_argument("--seq-n", type=int, default=3000, help="still images to train the sequences models on")
     p.add_argument("--seq-epochs", type=int, default=12)
     p.add_argument("--frame-noise", type=float, action="append", default=None,
@@ -267,7 +285,7 @@ def main() -> None:
         elif step == "sequences":
             sequences(work, results, a.seq_epochs, a.seq_n, a.frame_noise or [0.0, 1.0])
         else:
-            ckplus(work, a.ck_epochs, results, a.ck_sets)
+            ckplus(work, a.ck_epochs, results, a.ck_sets, range(a.ck_seeds))
         path.write_text(json.dumps(results, indent=2, default=float))
     print(json.dumps(results, indent=2, default=float))
 
