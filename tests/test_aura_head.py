@@ -201,3 +201,13 @@ def test_default_model_explains_a_real_face(tmp_path, monkeypatch):
     row = table.iloc[0]
     assert row["archetype_label"] in EXPRESSIONS
     assert 0 < row["archetype_purity"] <= 1 and row["archetype_size"] >= 1
+
+
+def test_explain_runs_the_aura_explainer_on_the_attached_head(parts, tmp_path):
+    out = tmp_path / "explain"
+    spec = f"manifest:{parts['root'] / 'train' / 'labels.csv'}"
+    assert main(["explain", "--model", str(parts["combined"]), "--data", spec, "--out", str(out), "--embedding", "pca", "--quiet"]) == 0
+    stats = pd.read_csv(out / "archetype_stats.csv")
+    count, hist = _by_hand_members(parts)
+    # the same members, encoded again by the model's own encoder: the same archetypes
+    np.testing.assert_array_equal(stats["usage"].to_numpy(), count)

@@ -477,6 +477,8 @@ def explain_cmd(
     sample counts), diagnosis.csv (samples whose label disagrees with their archetype,
     most confident first: likely annotation errors), umap.png, va_archetypes.png and
     archetypes.html (label statistics and the closest samples of every archetype).
+    The same for a model with an attached AURA head (`--model default`, image data:
+    encoded with the model's own encoder).
     VA-VAE: the seven tasks of 003 (reconstructions, latent/VA alignment, expression,
     regression and inverse-regression probes on held-out identities, latents by class,
     circumplex) and vavae.html; `--compare RUN2` puts a second VAE beside the first.

@@ -28,6 +28,7 @@ _EXPLAINERS: dict[str, Explainer] = {}
 #: Modules that register explainers when imported (missing ones are skipped).
 EXPLAINER_MODULES: dict[str, str] = {
     "aura": "affectlab.interpret.aura_explain",
+    "aura-head": "affectlab.interpret.aura_head_explain",
     "vavae": "affectlab.interpret.vavae_explain",
     "smm": "affectlab.interpret.smm_views",
 }
