@@ -211,3 +211,18 @@ def test_explain_runs_the_aura_explainer_on_the_attached_head(parts, tmp_path):
     count, hist = _by_hand_members(parts)
     # the same members, encoded again by the model's own encoder: the same archetypes
     np.testing.assert_array_equal(stats["usage"].to_numpy(), count)
+
+
+def test_members_default_to_the_store_the_head_was_trained_on(parts, tmp_path):
+    from affectlab.errors import ConfigError
+    from affectlab.models.attach import attach_aura
+    from affectlab.predictor import Predictor
+
+    with pytest.raises(ConfigError, match="does not record a feature store"):
+        attach_aura(parts["base_file"], parts["head_file"], tmp_path / "x.ckpt")
+    recorded = save_model(
+        tmp_path / "head.ckpt", parts["head"], train_info={"config": {"train": f"features:{parts['root'] / 'train.zarr'}"}}
+    )
+    attach_aura(parts["base_file"], recorded, tmp_path / "y.ckpt")
+    count, _ = _by_hand_members(parts)
+    np.testing.assert_array_equal(Predictor.load(tmp_path / "y.ckpt").method.member_count.numpy(), count)

@@ -110,7 +110,7 @@ def attach_aura(
         encoder (``affectlab extract ... --backbone run:MODEL``).
     out : str or Path
         Model file to write.
-    members : str, optional
+    members : str or FeatureDataset, optional
         ``features:TRAIN.zarr``: the samples whose labels describe each archetype
         (default: the feature store the head was trained on, from its run config).
     predict : {"base", "aura"}
@@ -155,8 +155,10 @@ def attach_aura(
             f"the AURA head {head_info['path']} takes {width}-d features but the encoder of {base_info['path']} "
             f"({encoder.name}) gives {encoder.out_dim}-d; extract the head's features with --backbone run:<that model>"
         )
-    spec = _members_spec(members, head_info)
-    dataset = members if isinstance(members, FeatureDataset) else open_features(spec)
+    if isinstance(members, FeatureDataset):
+        dataset = members
+    else:
+        dataset = open_features(_members_spec(members, head_info))
     if dataset.feature_dim != width:
         raise ConfigError(f"{dataset.name} holds {dataset.feature_dim}-d features, the head takes {width}-d")
     dataset = dataset.with_label_space(head_method.label_space)
