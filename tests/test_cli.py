@@ -57,3 +57,13 @@ def test_console_script_runs_in_a_fresh_process():
         [sys.executable, "-m", "affectlab.cli", "--version"], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0 and __version__ in proc.stdout
+
+
+def test_python_dash_m_runs_the_same_cli(tmp_path):
+    ok = subprocess.run([sys.executable, "-m", "affectlab", "--version"], capture_output=True, text=True)
+    assert ok.returncode == 0 and ok.stdout.strip() == f"affectlab {__version__}"
+    bad = subprocess.run(
+        [sys.executable, "-m", "affectlab", "synth", "--out", str(tmp_path / "s"), "--n", "-3"],
+        capture_output=True, text=True,
+    )
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "n" in bad.stderr
