@@ -336,3 +336,14 @@ def test_datasets_command_lists_formats_and_describes_a_spec(manifest, capsys):
     assert main(["datasets", "nosuchformat:/x"]) == 2
     err = capsys.readouterr().err
     assert "unknown dataset format 'nosuchformat'" in err and "valid formats" in err
+
+
+def test_collate_fills_keys_only_some_samples_carry():
+    a = {"va": torch.tensor([0.1, 0.2]), "index": torch.tensor(0), "dominance": torch.tensor(0.5)}
+    b = {"va": torch.tensor([0.3, 0.4]), "index": torch.tensor(1)}
+    c = {"va": torch.tensor([0.0, 0.0]), "index": torch.tensor(2), "tag": torch.tensor(7)}
+    batch = collate([a, None, b, c])
+    assert batch["skipped"].item() == 1
+    assert batch["dominance"][0].item() == 0.5 and torch.isnan(batch["dominance"][1:]).all()
+    assert batch["tag"].tolist() == [-1, -1, 7]
+    assert batch["va"].shape == (3, 2)

@@ -19,7 +19,9 @@ key            value                            missing
 =============  ===============================  =============================================
 
 A batch is the same dict with a leading batch dimension, plus ``skipped`` (int64 [],
-samples dropped from this batch because their image could not be read).
+samples dropped from this batch because their image could not be read). A key only some
+samples carry (``dominance`` of EMOTIC in a batch mixed with other sets) is filled with
+its missing code in the others.
 """
 
 from __future__ import annotations
@@ -45,9 +47,25 @@ def collate(samples: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
     skipped = len(samples) - len(kept)
     if not kept:
         return {"skipped": torch.tensor(skipped), "empty": True}
-    batch = default_collate(kept)
+    batch = default_collate(_fill_missing_keys(kept))
     batch["skipped"] = torch.tensor(skipped)
     return batch
+
+
+def _fill_missing_keys(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Give every sample the keys any sample has (mixed datasets: EMOTIC's ``dominance``
+    next to a set without it), filled with the missing code of the contract: NaN for
+    float tensors, -1 for integer ones."""
+    keys = {k for s in samples for k in s}
+    if all(len(s) == len(keys) for s in samples):
+        return samples
+    template = {}
+    for k in keys:
+        ref = next(s[k] for s in samples if k in s)
+        if not torch.is_tensor(ref):
+            raise TypeError(f"samples disagree on key {k!r} and its value is not a tensor ({type(ref).__name__})")
+        template[k] = torch.full_like(ref, float("nan") if ref.is_floating_point() else -1)
+    return [s if len(s) == len(keys) else {**template, **s} for s in samples]
 
 
 def batch_size(batch: dict[str, Any]) -> int:
