@@ -226,3 +226,19 @@ def test_members_default_to_the_store_the_head_was_trained_on(parts, tmp_path):
     attach_aura(parts["base_file"], recorded, tmp_path / "y.ckpt")
     count, _ = _by_hand_members(parts)
     np.testing.assert_array_equal(Predictor.load(tmp_path / "y.ckpt").method.member_count.numpy(), count)
+
+
+def test_evaluate_predictions_carry_the_archetype_columns(parts, tmp_path):
+    from affectlab.predictor import Predictor
+    from affectlab.train.engine import evaluate
+
+    res = evaluate(parts["combined"], f"manifest:{parts['root'] / 'test' / 'labels.csv'}", progress=False)
+    table = res.predictions
+    assert list(table.columns[-len(COLUMNS):]) == COLUMNS
+    assert str(table["archetype"].dtype) == "Int64"
+    import cv2
+
+    images = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in table["path"]]
+    direct = Predictor.load(parts["combined"]).predict_table(images)
+    np.testing.assert_array_equal(table["archetype"].to_numpy(dtype=int), direct["archetype"].to_numpy(dtype=int))
+    assert table["archetype_label"].tolist() == direct["archetype_label"].tolist()

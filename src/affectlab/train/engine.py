@@ -804,6 +804,7 @@ def evaluate(
     >>> res = evaluate("runs/baseline", "manifest:synth_test/labels.csv")  # doctest: +SKIP
     >>> res.metrics["expr_acc"]  # doctest: +SKIP
     """
+    import pandas as pd
     import torch
     from torch.utils.data import DataLoader
 
@@ -842,6 +843,9 @@ def evaluate(
         smoother = EvalSmoother(smooth, method, info, model_space, space, level=smooth_level)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate)
     parts, skipped = [], 0
+    # per-sample explanations the method declares (e.g. the archetype of an AURA head)
+    extra_columns = method.extra_columns()
+    extras: dict[str, list[np.ndarray]] = {k: [] for k in extra_columns}
     iterator: Iterable = loader
     if progress:
         from rich.progress import track
@@ -856,6 +860,9 @@ def evaluate(
             raw = method(batch)
             outputs = _subset_outputs(raw, model_space, space)
             parts.append(collect_predictions(outputs, batch, space))
+            for key in extras:
+                if torch.is_tensor(raw.extras.get(key)):
+                    extras[key].append(raw.extras[key].cpu().numpy())
             if smoother is not None:
                 smoother.collect(raw, batch)
     preds = concat_predictions(parts)
@@ -881,6 +888,10 @@ def evaluate(
             )
     metrics.update(native_va_metrics(metrics, _name(ds)))
     table = predictions_table(preds, space, getattr(ds, "labels", None))
+    values = method.tabulate_extras({k: np.concatenate(v) for k, v in extras.items() if v})
+    for key, dtype in extra_columns.items():
+        if key in values and len(values[key]) == len(table):
+            table[key] = pd.Series(np.asarray(values[key]), dtype=dtype)
     return EvaluationResult(
         metrics=metrics, predictions=table, label_space=space, confusion=confusion, skipped=skipped, smoothing=smoothing
     )
