@@ -242,3 +242,21 @@ def test_evaluate_predictions_carry_the_archetype_columns(parts, tmp_path):
     direct = Predictor.load(parts["combined"]).predict_table(images)
     np.testing.assert_array_equal(table["archetype"].to_numpy(dtype=int), direct["archetype"].to_numpy(dtype=int))
     assert table["archetype_label"].tolist() == direct["archetype_label"].tolist()
+
+
+def test_reports_list_the_nearest_archetypes(parts, tmp_path):
+    from analyze_media import write_video
+    from PIL import Image
+
+    import affectlab
+
+    frames = [np.asarray(Image.open(p).convert("RGB").resize((64, 64))) for p in sorted((parts["root"] / "test").rglob("*.jpg"))]
+    video = write_video(tmp_path / "clip.mp4", frames * 2)
+    table = affectlab.analyze(video, str(parts["combined"]), detector="none", report=tmp_path / "rep", progress=False)
+    page = (tmp_path / "rep" / "clip.html").read_text()
+    assert "Nearest archetypes" in page
+    top = table["archetype"].value_counts()
+    assert f"<td>{int(top.index[0])}</td>" in page and f"<td>{int(top.iloc[0])}</td>" in page
+    still = affectlab.analyze(parts["root"] / "test", str(parts["combined"]), detector="none", report=tmp_path / "rep2",
+                              progress=False)
+    assert "archetype_label" in (tmp_path / "rep2" / "images.html").read_text() and len(still) == 6

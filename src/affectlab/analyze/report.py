@@ -63,6 +63,26 @@ def _summary_html(table: AffectTable) -> str:
     return s.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="", border=0)
 
 
+def _archetypes_html(rows: pd.DataFrame) -> str:
+    """The archetypes a face was nearest to, most frequent first (models with an AURA head)."""
+    if "archetype" not in rows.columns:
+        return ""
+    rows = rows[rows["archetype"].notna()]
+    if rows.empty:
+        return ""
+    top = (
+        rows.groupby("archetype")
+        .agg(frames=("frame", "size"), label=("archetype_label", "first"), purity=("archetype_purity", "first"),
+             training_faces=("archetype_size", "first"))
+        .sort_values("frames", ascending=False)
+        .head(8)
+        .reset_index()
+    )
+    return ("<h3>Nearest archetypes</h3><p>The training faces nearest to this face: each archetype's majority "
+            "label and the share of its training faces with that label (purity).</p>"
+            + top.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="", border=0))
+
+
 def video_report(table: AffectTable, path: str, out_file: Path, failure: str | None = None) -> Path:
     """Write the report of one video's rows (``table`` holds only that input)."""
     import matplotlib
@@ -96,6 +116,7 @@ def video_report(table: AffectTable, path: str, out_file: Path, failure: str | N
             fig, ax = plt.subplots(figsize=(10, 0.25 * len(table.au_names) + 1.4))
             table.plot_aus(face=face, ax=ax)
             parts.append("<h3>Action units over time</h3>" + _img(_png(fig), f"AUs face {face}"))
+        parts.append(_archetypes_html(table[table["face"] == face]))
     if not faces:
         parts.append("<p>No face was detected in this input.</p>")
     out_file.parent.mkdir(parents=True, exist_ok=True)
@@ -129,6 +150,7 @@ def images_report(table: AffectTable, out_file: Path) -> Path:
         parts.append("<h2>Valence / arousal</h2>" + _img(_png(fig), "circumplex"))
     keep = ["input", "face", "x", "y", "w", "h", "score"] + [c for c in ("expression", "valence", "arousal") if c in table.columns]
     keep += list(table.au_names)
+    keep += [c for c in ("archetype", "archetype_label", "archetype_purity") if c in table.columns]
     view = pd.DataFrame(table[keep]).copy()
     view["input"] = view["input"].map(lambda p: Path(p).name)
     parts += ["<h2>Faces</h2>", view.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="", border=0)]
