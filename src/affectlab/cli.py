@@ -75,6 +75,9 @@ def analyze_cmd(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="PyTorch threads (1 is often fastest on a busy CPU)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue an interrupted run: keep the inputs finished in --out, analyse the rest."
+    ),
 ):
     """Find faces in images and videos and predict expressions, valence/arousal and AUs.
 
@@ -86,27 +89,50 @@ def analyze_cmd(
     computed, so a failure or Ctrl-C keeps everything done so far; unreadable files are
     reported and the others go on (exit code 1 if any failed).
 
+    To continue an interrupted run, repeat the command with `--resume`: the inputs
+    finished in --out (recorded in OUT.progress.json) are kept, an input cut mid-way is
+    redone from its start, and the rest are appended, giving the table of one
+    uninterrupted run. Other settings (model, --every, --smooth, --detector, --start/--end)
+    are refused; inputs that failed are not retried; --report covers the whole table.
+
     Examples:
 
     * `affectlab analyze session.mp4 --model runs/base --out session.csv`
     * `affectlab analyze recordings/ "extra/*.mov" -m runs/base --out all.parquet --every 5 --report report/`
     * `affectlab analyze clip.mp4 -m runs/base --out t.csv --video-out annotated.mp4 --smooth 9`
     * already-cropped faces: `affectlab analyze faces/ -m runs/base --detector none --out t.csv`
+    * after Ctrl-C at video 40 of 50: `affectlab analyze videos/ -m runs/base --out all.csv --resume`
     """
     from affectlab.analyze.api import run_cli
 
-    table = run_cli(
-        inputs, model, out=out, video_out=video_out, report=report, detector=detector, every=every, start=start,
-        end=end, smooth=smooth, batch_size=batch_size, device=device, threads=threads, progress=not quiet,
-    )
+    try:
+        table = run_cli(
+            inputs, model, out=out, video_out=video_out, report=report, detector=detector, every=every, start=start,
+            end=end, smooth=smooth, batch_size=batch_size, device=device, threads=threads, progress=not quiet,
+            resume=resume,
+        )
+    except KeyboardInterrupt:
+        if out is not None:
+            console.print(f"[yellow]interrupted: the rows so far are in {out}; add --resume to continue[/yellow]",
+                          highlight=False)
+        raise
     info = table.model_info
     st = info["stats"]
-    written = [str(p) for p in (out, report) if p is not None] + list(info["video_out"].values())
-    console.print(
-        f"[green]{st['rows']} rows from {st['frames']} frames of {st['inputs']} inputs ({st['fps']:.1f} frames/s)"
-        f"[/green] -> {', '.join(written)}",
-        highlight=False,
-    )
+    resumed = info.get("resume")
+    if resumed:
+        console.print(f"resumed {out}: kept {resumed['kept_rows']} rows of {resumed['kept_inputs']} finished inputs"
+                      + (f", dropped {resumed['dropped_rows']} rows of unfinished ones" if resumed["dropped_rows"]
+                         else ""), highlight=False)
+    if resumed and not resumed["remaining"]:
+        console.print(f"nothing to resume: every input is already in {out}"
+                      + (f"; report -> {report}" if report is not None else ""), highlight=False)
+    else:
+        written = [str(p) for p in (out, report) if p is not None] + list(info["video_out"].values())
+        console.print(
+            f"[green]{st['rows']} rows from {st['frames']} frames of {st['inputs']} inputs ({st['fps']:.1f} frames/s)"
+            f"[/green] -> {', '.join(written)}",
+            highlight=False,
+        )
     for failure in info["failures"]:
         console.print(f"[bold red]failed:[/bold red] {failure}", highlight=False, soft_wrap=True)
     if info["failures"]:

@@ -49,6 +49,7 @@ def analyze(
     threads: int | None = None,
     keep: bool = True,
     raise_on_failure: bool = False,
+    resume: bool = False,
 ) -> AffectTable:
     """Analyse faces in images, folders, glob patterns and videos.
 
@@ -101,6 +102,16 @@ def analyze(
     raise_on_failure : bool
         Raise :class:`~affectlab.errors.AffectlabError` after the run if any input
         failed, instead of only warning.
+    resume : bool
+        Continue an interrupted run that wrote ``out``: keep the rows of the inputs it
+        finished (recorded in ``<out>.progress.json``, which every run with ``out``
+        keeps), drop the rows of an input cut mid-way, and analyse only the others,
+        appending to ``out``; the table then equals that of one uninterrupted run.
+        Refused (:class:`~affectlab.errors.ConfigError`) when a setting that decides the
+        rows differs (model, columns, detector, ``every``, ``start``/``end``,
+        ``smooth``). Without ``out`` on disk the run starts normally. Inputs that failed
+        are not retried. The report covers the whole table; ``video_out`` the videos
+        analysed now. See :mod:`affectlab.analyze.resume`.
 
     Returns
     -------
@@ -121,6 +132,8 @@ def analyze(
 
     every, start, end = check_sampling(every, start, end)
     paths = expand_inputs(inputs)
+    if resume and out is None:
+        raise ConfigError("resume needs out: the table file of the run to continue")
     if out is not None:
         table_format(out)  # fail on a bad extension before any work
     det = create_detector(detector, **dict(detector_options or {}))
@@ -132,25 +145,45 @@ def analyze(
     analyzer = Analyzer(predictor, det, every=every, start=start, end=end, batch_size=batch_size, smooth=mu,
                         threads=threads)
     space = predictor.label_space
+    plan = None
+    todo = paths
     sinks = []
     collect = CollectSink(analyzer.columns)
     if keep:
         sinks.append(collect)
     if out is not None:
-        sinks.append(TableSink(out, analyzer.columns))
+        from affectlab.analyze.resume import ProgressSink, ResumeTableSink, plan_resume, run_settings
+
+        settings = run_settings(predictor, info, analyzer.columns, detector, detector_options, every, start, end, mu)
+        plan = plan_resume(out, settings, paths) if resume else None
+        if plan is None:
+            sinks += [TableSink(out, analyzer.columns), ProgressSink(out, settings)]
+        else:
+            todo = plan.remaining
+            if keep:
+                collect.chunks.append(plan.kept)
+            if todo or plan.rewrite:  # otherwise the table and its sidecar stay untouched
+                sinks += [ResumeTableSink(plan, analyzer.columns), ProgressSink(out, settings, plan.finished)]
     overlay = None
     if video_out is not None:
         videos = [str(p) for p in paths if media_kind(p) == "video"]
         if not videos:
             warnings.warn("video_out is ignored: no video among the inputs", stacklevel=2)
+        elif not any(media_kind(p) == "video" for p in todo):
+            warnings.warn("video_out is ignored: every video was analysed before (resume)", stacklevel=2)
         else:
+            # named after all the videos, so a resumed run names its files as the first run
             overlay = OverlaySink(video_out, videos, space.expressions, space.aus, space.va)
             sinks.append(overlay)
     reporter = None
     if report is not None:
         reporter = ReportSink(report, space.expressions, space.aus, analyzer.columns)
+        if plan is not None:
+            from affectlab.analyze.resume import replay
+
+            replay(plan, [reporter])  # the pages cover the rows kept from the first run too
         sinks.append(reporter)
-    stats: RunStats = analyzer.run(paths, sinks, progress=progress)
+    stats: RunStats = analyzer.run(todo, sinks, progress=progress)
     table = AffectTable.from_frame(
         collect.frame(),
         space.expressions,
@@ -159,14 +192,17 @@ def analyze(
             "model": str(info.get("path") or repr(predictor)),
             "detector": detector if isinstance(detector, str) else getattr(detector, "__name__", repr(detector)),
             "smoothing": mu,
-            "failures": [str(f) for f in stats.failures],
+            "failures": (plan.failures if plan is not None else []) + [str(f) for f in stats.failures],
             "stats": stats.to_dict(),
             "video_out": {k: str(v) for k, v in overlay.outputs.items()} if overlay else {},
             "report": {k: str(v) for k, v in reporter.pages.items()} if reporter else {},
+            **({"resume": plan.summary()} if plan is not None else {}),
         },
     )
-    if stats.failures:
-        message = f"{len(stats.failures)} of {stats.inputs} inputs failed: " + "; ".join(map(str, stats.failures[:5]))
+    failures = table.model_info["failures"]
+    if failures:
+        n_inputs = stats.inputs + (len(plan.finished) if plan is not None else 0)
+        message = f"{len(failures)} of {n_inputs} inputs failed: " + "; ".join(failures[:5])
         if raise_on_failure:
             from affectlab.errors import AffectlabError
 
@@ -176,7 +212,7 @@ def analyze(
 
 
 def run_cli(inputs, model, *, out, video_out, report, detector, every, start, end, smooth, batch_size, device,
-            threads=None, progress=True):
+            threads=None, progress=True, resume=False):
     """What ``affectlab analyze`` runs: :func:`analyze` that does not keep rows in memory
     unless nothing is written; returns ``(table_or_None, stats dict)``."""
     if out is None and video_out is None and report is None:
@@ -188,7 +224,7 @@ def run_cli(inputs, model, *, out, video_out, report, detector, every, start, en
         warnings.simplefilter("ignore")  # the CLI prints failures itself
         table = analyze(inputs, model, detector=detector, every=every, start=start, end=end, smooth=smooth_value,
                         batch_size=batch_size, out=out, video_out=video_out, report=report, progress=progress,
-                        device=device, threads=threads, keep=False)
+                        device=device, threads=threads, keep=False, resume=resume)
     return table
 
 

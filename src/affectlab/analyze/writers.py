@@ -34,18 +34,23 @@ class TableWriter:
 
     Use as a context manager; :meth:`close` is idempotent. The file is created (with a
     header / empty array) when the writer opens, so even a run that produces no row
-    leaves a valid, empty table.
+    leaves a valid, empty table. ``append=True`` continues an existing, well-formed CSV
+    or JSON table written with the same columns (``analyze --resume``); Parquet files
+    cannot be appended to.
     """
 
-    def __init__(self, path, columns: Sequence[str]):
+    def __init__(self, path, columns: Sequence[str], append: bool = False):
         self.path = Path(path)
         self.format = table_format(self.path)
         self.columns = list(columns)
         self.rows = 0
         self._closed = False
         self._pq = None
+        self._json_more = False  # records already in the array: the next chunk starts with a comma
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.format == "csv":
+        if append:
+            self._open_append()
+        elif self.format == "csv":
             self._fh = open(self.path, "w", newline="", encoding="utf-8")
             self._fh.write(",".join(self.columns) + "\n")
             self._fh.flush()
@@ -62,6 +67,20 @@ class TableWriter:
 
             self._schema = pa.Schema.from_pandas(self._typed(pd.DataFrame(columns=self.columns)), preserve_index=False)
             self._pq = pq.ParquetWriter(str(self.path), self._schema)
+
+    def _open_append(self) -> None:
+        if self.format == "parquet":
+            raise ConfigError(f"{self.path}: a Parquet file cannot be appended to; write a new file")
+        if self.format == "csv":
+            self._fh = open(self.path, "a", newline="", encoding="utf-8")
+            return
+        data = self.path.read_bytes()
+        end = data.rfind(b"]")
+        if not data.lstrip().startswith(b"[") or end < 0:
+            raise ConfigError(f"{self.path}: not a JSON array of records; cannot append to it")
+        self._json_more = b"{" in data[:end]
+        self._fh = open(self.path, "r+", encoding="utf-8")
+        self._json_pos = end  # UTF-8 text without BOM: the byte offset is a valid seek cookie
 
     def _typed(self, df: pd.DataFrame) -> pd.DataFrame:
         df = df.reindex(columns=self.columns).reset_index(drop=True)
@@ -94,7 +113,7 @@ class TableWriter:
             text = df.to_json(orient="records", lines=True, force_ascii=False, double_precision=10)
             records = ",\n".join(line for line in text.splitlines() if line)
             self._fh.seek(self._json_pos)
-            self._fh.write(("," if self.rows else "") + records + "\n")
+            self._fh.write(("," if self.rows or self._json_more else "") + records + "\n")
             self._json_pos = self._fh.tell()
             self._fh.write("]\n")
             self._fh.truncate()

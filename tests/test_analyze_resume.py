@@ -1,0 +1,192 @@
+"""``analyze --resume``: an interrupted run, continued, gives the table of one uninterrupted run."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+import affectlab
+from affectlab.analyze import pipeline
+from affectlab.analyze.resume import progress_path
+from affectlab.analyze.table import AffectTable
+from affectlab.cli import main
+from affectlab.errors import ConfigError
+from analyze_media import decode_count, synth_clip, untrained_predictor, write_video
+
+N_FRAMES = 12
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return untrained_predictor()
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clips")
+    return [write_video(folder / f"v{k}.mp4", synth_clip(N_FRAMES, size=64, seed=k)[0], fps=10) for k in range(3)]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("imgs")
+    frames = synth_clip(6, size=64, seed=7)[0]
+    paths = []
+    for k in range(3):
+        Image.fromarray(frames[2 * k]).save(folder / f"i{k}.png")
+        paths.append(folder / f"i{k}.png")
+    return paths
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory, predictor):
+    from affectlab.train.checkpoint import save_model
+
+    return save_model(tmp_path_factory.mktemp("run") / "model.ckpt", predictor.method)
+
+
+def _stop_after(monkeypatch, n):
+    """Ctrl-C when the run asks for its (n+1)-th frame (counted over all inputs)."""
+    real = pipeline.iter_frames
+    seen = {"n": 0}
+
+    def frames(*args, **kwargs):
+        for frame in real(*args, **kwargs):
+            if seen["n"] == n:
+                raise KeyboardInterrupt
+            seen["n"] += 1
+            yield frame
+
+    monkeypatch.setattr(pipeline, "iter_frames", frames)
+
+
+def _run(inputs, predictor, out, **kw):
+    kw = {"detector": "none", "batch_size": 4, "progress": False, **kw}
+    return affectlab.analyze(inputs, predictor, out=out, **kw)
+
+
+def _interrupted(monkeypatch, inputs, predictor, out, n, **kw):
+    _stop_after(monkeypatch, n)
+    with pytest.raises(KeyboardInterrupt):
+        _run(inputs, predictor, out, **kw)
+    monkeypatch.undo()
+
+
+def _read(path) -> pd.DataFrame:
+    return pd.DataFrame(AffectTable.read(path))
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".json"])
+def test_resume_after_ctrl_c_mid_video_equals_one_run(videos, predictor, tmp_path, monkeypatch, suffix):
+    full = _run(videos, predictor, tmp_path / f"full{suffix}")
+    out = tmp_path / f"t{suffix}"
+    # stopped at frame 5 of the second video: its 5 rows are in the file, unfinished
+    _interrupted(monkeypatch, videos, predictor, out, N_FRAMES + 5)
+    partial = _read(out)
+    assert partial["input"].value_counts().to_dict() == {str(videos[0]): N_FRAMES, str(videos[1]): 5}
+    assert [e["input"] for e in json.loads(progress_path(out).read_text())["finished"]] == [str(videos[0])]
+
+    table = _run(videos, predictor, out, resume=True)
+    pd.testing.assert_frame_equal(_read(out), _read(tmp_path / f"full{suffix}"))
+    # the returned table is the whole table too, with the pipeline's dtypes
+    pd.testing.assert_frame_equal(pd.DataFrame(table), pd.DataFrame(full))
+    assert table.model_info["resume"]["kept_rows"] == N_FRAMES and table.model_info["resume"]["dropped_rows"] == 5
+    assert table.model_info["stats"]["inputs"] == 2  # the first video was not analysed again
+    back = _read(out)
+    assert not back.duplicated(["input", "frame", "face"]).any()
+    assert back.groupby("input")["frame"].apply(list).to_dict() == {str(v): list(range(N_FRAMES)) for v in videos}
+    assert [e["rows"] for e in json.loads(progress_path(out).read_text())["finished"]] == [N_FRAMES] * 3
+
+
+def test_images_and_videos_report_and_annotated_videos(videos, images, predictor, tmp_path, monkeypatch):
+    inputs = [*images, *videos[:2]]
+    full = tmp_path / "full.csv"
+    _run(inputs, predictor, full, batch_size=2)
+    out = tmp_path / "t.csv"
+    # stopped while reading the third image: the first two (one model batch) are finished
+    _interrupted(monkeypatch, inputs, predictor, out, 2, batch_size=2, video_out=tmp_path / "ann.mp4",
+                 report=tmp_path / "rep")
+    assert _read(out)["input"].tolist() == [str(p) for p in images[:2]]
+    table = _run(inputs, predictor, out, batch_size=2, video_out=tmp_path / "ann.mp4", report=tmp_path / "rep",
+                 resume=True)
+    pd.testing.assert_frame_equal(_read(out), _read(full))
+    assert table.model_info["resume"]["kept_inputs"] == 2
+    # one annotated file per video, named as a single run names them
+    assert {decode_count(tmp_path / f"ann_{v.stem}.mp4") for v in videos[:2]} == {N_FRAMES}
+    # the report covers the kept images as well as the new inputs
+    page = (tmp_path / "rep" / "images.html").read_text()
+    assert all(p.name in page for p in images) and "A face was found in 3 of 3 images" in page
+    index = (tmp_path / "rep" / "index.html").read_text()
+    assert "v0.html" in index and "v1.html" in index and index.count("images.html") == 3
+
+
+def test_a_second_interruption_and_a_kill_mid_line_still_resume(videos, predictor, tmp_path, monkeypatch):
+    _run(videos, predictor, tmp_path / "full.parquet")
+    full = _read(tmp_path / "full.parquet")
+    out = tmp_path / "t.parquet"
+    _interrupted(monkeypatch, videos, predictor, out, 3)
+    # the resumed run is stopped too (mid third video): the file is still a valid table
+    _interrupted(monkeypatch, videos, predictor, out, 2 * N_FRAMES + 4, resume=True)
+    assert _read(out)["input"].value_counts().to_dict() == {str(videos[0]): N_FRAMES, str(videos[1]): N_FRAMES,
+                                                            str(videos[2]): 4}
+    _run(videos, predictor, out, resume=True)
+    pd.testing.assert_frame_equal(_read(out), full)
+
+    # a kill in the middle of a CSV write leaves half a line: it is dropped with its input
+    csv = tmp_path / "k.csv"
+    _interrupted(monkeypatch, videos, predictor, csv, N_FRAMES + 2)
+    text = csv.read_text()
+    csv.write_text(text + text.splitlines()[-1][:25])
+    _run(videos, predictor, csv, resume=True)
+    _run(videos, predictor, tmp_path / "full.csv")
+    pd.testing.assert_frame_equal(_read(csv), _read(tmp_path / "full.csv"))
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [({"every": 2}, "--every"), ({"smooth": 3.0}, "--smooth"), ({"detector": "haar"}, "--detector"),
+     ({"model": "other"}, "other weights"), ({"end": 0.5}, "--end")],
+)
+def test_other_settings_are_refused_naming_the_setting(videos, predictor, tmp_path, monkeypatch, change, named):
+    out = tmp_path / "t.csv"
+    _interrupted(monkeypatch, videos, predictor, out, 5)
+    before = out.read_bytes()
+    change = dict(change)
+    model = untrained_predictor(seed=1) if change.pop("model", None) else predictor
+    with pytest.raises(ConfigError, match=f"cannot resume {out}.*{named}") as exc:
+        _run(videos, model, out, resume=True, **change)
+    assert "\n" not in str(exc.value)
+    assert out.read_bytes() == before  # nothing was touched
+
+
+def test_cli_resume_nothing_left_missing_table_and_mismatch(videos, model_file, tmp_path, capsys):
+    out = tmp_path / "t.csv"
+    args = ["analyze", *map(str, videos[:2]), "--model", str(model_file), "--out", str(out), "--detector", "none", "-q"]
+    # --resume without a table yet: an ordinary run
+    assert main([*args, "--resume"]) == 0
+    assert len(_read(out)) == 2 * N_FRAMES
+    before, sidecar = out.read_bytes(), progress_path(out).read_bytes()
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 0
+    printed = capsys.readouterr().err.replace("\n", " ")
+    assert "nothing to resume" in printed and f"kept {2 * N_FRAMES} rows of 2 finished inputs" in printed
+    assert out.read_bytes() == before and progress_path(out).read_bytes() == sidecar
+    # a new input given later is appended
+    assert main([*args, str(videos[2]), "--resume"]) == 0
+    assert _read(out)["input"].tolist() == [str(v) for v in videos for _ in range(N_FRAMES)]
+    capsys.readouterr()
+    assert main([*args, "--resume", "--every", "3"]) == 2
+    line = capsys.readouterr().err.strip().replace("\n", " ")
+    assert "--every differs" in line and "made with 1, this run has 3" in line
+    progress_path(out).unlink()
+    assert main([*args, "--resume"]) == 2
+    assert "t.csv.progress.json is missing" in capsys.readouterr().err.replace("\n", "")
+
+
+def test_resume_needs_an_out_file(videos, predictor):
+    with pytest.raises(ConfigError, match="resume needs out"):
+        affectlab.analyze(videos[0], predictor, detector="none", resume=True, progress=False)
