@@ -175,6 +175,11 @@ def test_cli_resume_nothing_left_missing_table_and_mismatch(videos, model_file, 
     printed = capsys.readouterr().err.replace("\n", " ")
     assert "nothing to resume" in printed and f"kept {2 * N_FRAMES} rows of 2 finished inputs" in printed
     assert out.read_bytes() == before and progress_path(out).read_bytes() == sidecar
+    # a report asked for then covers the rows already in the table
+    assert main([*args, "--resume", "--report", str(tmp_path / "rep")]) == 0
+    index = (tmp_path / "rep" / "index.html").read_text()
+    assert "v0.html" in index and "v1.html" in index and (tmp_path / "rep" / "v1.html").stat().st_size > 1000
+    assert out.read_bytes() == before
     # a new input given later is appended
     assert main([*args, str(videos[2]), "--resume"]) == 0
     assert _read(out)["input"].tolist() == [str(v) for v in videos for _ in range(N_FRAMES)]

@@ -5,7 +5,9 @@ settings that decide the rows (model weights, columns, detector, ``every``, time
 smoothing) and, as each input finishes, its name and row count. An input is *finished*
 once all its rows were handed to the table writer, so the sidecar never runs ahead of
 the table on disk (except for Parquet, whose footer is only written on close; the row
-counts below catch that).
+counts below catch that). Parquet tables survive Ctrl-C and errors, but not a kill
+(``kill -9``, out of memory): the file then has no footer and cannot be resumed; CSV and
+JSON tables can.
 
 Resuming reads the table and the sidecar and keeps the rows of the finished inputs
 whose row count in the table matches the sidecar; every other row (an input cut
@@ -176,7 +178,8 @@ def read_table(out: Path, fmt: str) -> tuple[pd.DataFrame, bool]:
         except ValueError:
             return _read_json_records(out), False
     except Exception as exc:  # noqa: BLE001 - any unreadable table: one clear line
-        hint = " (a Parquet file being written when the process was killed has no footer)" if fmt == "parquet" else ""
+        hint = (" (a Parquet file being written when the process was killed has no footer; write .csv or .json "
+                "when a run may be killed)") if fmt == "parquet" else ""
         raise ConfigError(
             f"cannot resume {out}: the table cannot be read{hint}: {type(exc).__name__}: {exc}; "
             "run without --resume to start over"
