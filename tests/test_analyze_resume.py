@@ -192,6 +192,23 @@ def test_cli_resume_nothing_left_missing_table_and_mismatch(videos, model_file, 
     assert "t.csv.progress.json is missing" in capsys.readouterr().err.replace("\n", "")
 
 
+def test_a_failed_input_counts_as_finished_and_is_reported_again(videos, predictor, tmp_path, monkeypatch):
+    bad = tmp_path / "empty.mp4"
+    bad.write_bytes(b"")
+    inputs = [bad, *videos[:2]]
+    out = tmp_path / "t.csv"
+    with pytest.warns(UserWarning, match="1 of 3 inputs failed"):
+        _run(inputs, predictor, tmp_path / "full.csv")
+    _stop_after(monkeypatch, N_FRAMES + 3)
+    with pytest.raises(KeyboardInterrupt):
+        _run(inputs, predictor, out)
+    monkeypatch.undo()
+    with pytest.warns(UserWarning, match=f"1 of 3 inputs failed: {bad}"):
+        table = _run(inputs, predictor, out, resume=True)
+    assert table.model_info["stats"]["inputs"] == 1  # only the second video was analysed again
+    pd.testing.assert_frame_equal(_read(out), _read(tmp_path / "full.csv"))
+
+
 def test_resume_needs_an_out_file(videos, predictor):
     with pytest.raises(ConfigError, match="resume needs out"):
         affectlab.analyze(videos[0], predictor, detector="none", resume=True, progress=False)

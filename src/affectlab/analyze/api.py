@@ -110,8 +110,9 @@ def analyze(
         Refused (:class:`~affectlab.errors.ConfigError`) when a setting that decides the
         rows differs (model, columns, detector, ``every``, ``start``/``end``,
         ``smooth``). Without ``out`` on disk the run starts normally. Inputs that failed
-        are not retried. The report covers the whole table; ``video_out`` the videos
-        analysed now. See :mod:`affectlab.analyze.resume`.
+        are not retried; finished inputs not given this time keep their rows. The
+        report covers the whole table; ``video_out`` the videos analysed now. See
+        :mod:`affectlab.analyze.resume`.
 
     Returns
     -------
