@@ -62,15 +62,20 @@ def _temp_path(out: Path) -> Path:
 
 
 def model_fingerprint(predictor) -> str | None:
-    """A hash of the model's weights and buffers (``None`` when it has no state dict)."""
+    """A hash of the model's config, weights and buffers (``None`` when it has none)."""
     method = getattr(predictor, "method", None)
     state = getattr(method, "state_dict", None)
     if not callable(state):
         return None
     import torch
 
+    tensors = state()
+    if not tensors:
+        return None
     h = hashlib.blake2b(digest_size=16)
-    for name, tensor in state().items():
+    # the config too: a setting without weights of its own may still change the outputs
+    h.update(f"{getattr(method, 'name', type(method).__name__)}:{getattr(method, 'config', None)!r};".encode())
+    for name, tensor in tensors.items():
         t = tensor.detach().cpu().contiguous().reshape(-1)
         h.update(f"{name}:{t.dtype}:{tuple(tensor.shape)};".encode())
         h.update(t.view(torch.uint8).numpy().tobytes())
