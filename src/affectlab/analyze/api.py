@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from affectlab.analyze.pipeline import Analyzer, RunStats, smoothing_spec

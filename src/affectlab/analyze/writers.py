@@ -1,10 +1,14 @@
-"""Incremental table writers: CSV, Parquet and JSON files that are valid after every chunk.
+"""Incremental table writers: CSV, Parquet and JSON files that keep the rows written so far.
 
 ``affectlab analyze`` appends rows as they are computed, so a run that fails or is
 interrupted later still leaves everything computed so far on disk. CSV chunks are
-appended and flushed; Parquet row groups go through a ``pyarrow.parquet.ParquetWriter``
-closed (footer written) on the way out, even after Ctrl-C; JSON is an array of records
-whose closing bracket is written on close.
+appended and flushed (valid after every chunk, even if the process is killed); JSON is
+an array of records whose closing bracket is written on close (a killed run leaves the
+records without it, which ``analyze --resume`` reads back); Parquet row groups go
+through a ``pyarrow.parquet.ParquetWriter`` closed (footer written) on the way out, even
+after Ctrl-C or an error -- but a process killed outright (``kill -9``, out of memory)
+leaves a Parquet file without its footer, which cannot be read: prefer ``.csv`` for
+long runs on machines that may kill jobs.
 """
 
 from __future__ import annotations
