@@ -96,7 +96,7 @@ def train_vae(x, va, cfg: dict, epochs: int, *, lr: float, batch_size: int, seed
                 opt.step()
                 sched.step()
                 for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
+                    sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(idx)
                 bar.advance(task)
             row = {"epoch": ep, **{k: v / len(x) for k, v in sums.items()}}
             log.append(row)
@@ -181,6 +181,15 @@ def main(argv=None) -> int:
             pred = torch.cat([m({"image": xb[i : i + 256]}).va for i in range(0, len(xb), 256)]).numpy()
         c = ccc(lb[["valence", "arousal"]].to_numpy(), pred)
         print(f"VAE trained on transferred VA, held-out set B vs true VA: valence CCC {c[0]:.3f}, arousal CCC {c[1]:.3f}")
+        if (models / "regularized.ckpt").is_file():
+            # the reference: the same VAE trained on set A's true VA
+            from affectlab.train.checkpoint import load_model
+
+            ref, _ = load_model(models / "regularized.ckpt")
+            with torch.no_grad():
+                pred = torch.cat([ref({"image": xb[i : i + 256]}).va for i in range(0, len(xb), 256)]).numpy()
+            c = ccc(lb[["valence", "arousal"]].to_numpy(), pred)
+            print(f"reference, VAE trained on set A's true VA, set B: valence CCC {c[0]:.3f}, arousal CCC {c[1]:.3f}")
 
     if args.real is not None and args.only in ("all", "transfer"):
         from affectlab.data.datasets import load_dataset
