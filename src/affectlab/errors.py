@@ -6,6 +6,8 @@ so its message must say what was wrong and what to do.
 
 from __future__ import annotations
 
+import math
+
 
 class AffectlabError(Exception):
     """Base class for user-facing errors: the message is shown to the user as is."""
@@ -30,3 +32,15 @@ class ConfigError(AffectlabError, ValueError):
 
 class ModelError(AffectlabError, ValueError):
     """A model, run directory or checkpoint cannot be loaded or used as asked."""
+
+
+def check_nonnegative(value, what: str) -> float:
+    """``value`` as a finite float >= 0, or a :class:`ConfigError` naming ``what``."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what} must be a number >= 0, got {value!r}") from None
+    if not math.isfinite(number) or number < 0:
+        raise ConfigError(f"{what} must be a finite number >= 0, got {value!r}")
+    return number
+

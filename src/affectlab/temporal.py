@@ -25,20 +25,14 @@ from typing import Callable, Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from affectlab.errors import ConfigError
+from affectlab.errors import ConfigError, check_nonnegative
 
 #: The paper's search region for mu.
 DEFAULT_MUS: tuple[int, ...] = tuple(range(11))
 
 
 def _check_mu(mu) -> float:
-    try:
-        value = float(mu)
-    except (TypeError, ValueError):
-        raise ConfigError(f"smoothing mu must be a number >= 0, got {mu!r}") from None
-    if not np.isfinite(value) or value < 0:
-        raise ConfigError(f"smoothing mu must be a finite number >= 0, got {mu!r}")
-    return value
+    return check_nonnegative(mu, "smoothing mu")
 
 
 def _smooth_block(x: np.ndarray, mu: float) -> np.ndarray:

@@ -72,7 +72,7 @@ from rich.progress import track
 
 from affectlab.data.schema import AU_SETS, EXPRESSIONS, canonical_expression
 from affectlab.data.synth_render import RENDERED_AUS, FaceParams, render_face
-from affectlab.errors import ConfigError
+from affectlab.errors import ConfigError, check_nonnegative
 
 __all__ = [
     "PROTOTYPES",
@@ -486,12 +486,7 @@ def _plan(
         raise ConfigError(f"sequences={sequences} needs frames >= 1 per sequence")
     if frames > 0 and sequences == 0:
         raise ConfigError(f"frames={frames} given without sequences; set sequences >= 1")
-    try:
-        frame_noise = float(frame_noise)
-    except (TypeError, ValueError):
-        raise ConfigError(f"frame_noise (--frame-noise) must be a number >= 0, got {frame_noise!r}") from None
-    if not math.isfinite(frame_noise) or frame_noise < 0:
-        raise ConfigError(f"frame_noise (--frame-noise) must be a finite number >= 0, got {frame_noise!r}")
+    frame_noise = check_nonnegative(frame_noise, "frame_noise (--frame-noise)")
     if frame_noise > 0 and sequences == 0:
         raise ConfigError(f"frame_noise={frame_noise} applies to clips only; ask for sequences (--sequences K --frames F)")
     size = _check_int("size", size, 32)

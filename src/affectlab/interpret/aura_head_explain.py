@@ -20,28 +20,10 @@ from affectlab.interpret import register_explainer
 def explain_aura_head(method, info: Mapping[str, Any], data, out: Path, *, batch_size: int = 512, progress: bool = True, **options) -> dict:
     """Run the AURA explainer on the head of ``method`` (an :class:`~affectlab.methods.aura_head.AuraHeadModel`).
 
-    Parameters
-    ----------
-    method : AuraHeadModel
-        The loaded model.
-    info : mapping
-        What :func:`affectlab.train.checkpoint.load_model` returned beside it.
-    data : str or FeatureDataset
-        An image dataset spec (encoded with the model's encoder into ``out/features.zarr``)
-        or ``features:FEAT.zarr`` already extracted with it (``--backbone run:MODEL``).
-    out : Path
-        Output folder.
-    batch_size : int
-        Samples per forward pass.
-    progress : bool
-        Show progress bars.
-    **options
-        Passed to :func:`~affectlab.interpret.aura_explain.explain_aura` (``embedding``, ...).
-
-    Returns
-    -------
-    dict
-        What :func:`~affectlab.interpret.aura_explain.explain_aura` returns.
+    Takes the arguments of :func:`~affectlab.interpret.aura_explain.explain_aura` (the
+    extra ``options`` go to it) and returns what it returns; ``data`` is an image dataset
+    spec, encoded with the model's own encoder into ``out/features.zarr``, or
+    ``features:FEAT.zarr`` already extracted with it (``--backbone run:MODEL``).
     """
     from affectlab.features.backbones import Preprocessing
     from affectlab.features.cache import extract_features
