@@ -17,15 +17,6 @@ from affectlab.features.backbones import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # two OpenMP threads on a shared, oversubscribed 2-core machine are far slower than one
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _forward(bb: Backbone, size: int, batch: int = 2) -> dict[str, torch.Tensor]:
     bb.eval()
     with torch.inference_mode():

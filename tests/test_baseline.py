@@ -18,15 +18,6 @@ FULL = LabelSpace(expressions=EXPRESSIONS, aus=AU_SETS["synth"], va=True)
 TINY = {"backbone": "builtin:cnn-tiny"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # two OpenMP threads on a shared, oversubscribed 2-core machine are far slower than one
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _batch(n=6, space=FULL, size=32, seed=0):
     g = torch.Generator().manual_seed(seed)
     return {

@@ -30,15 +30,6 @@ SPACE = LabelSpace(expressions=EXPR8, va=True)
 TINY = {"backbone": "builtin:cnn-tiny", "backbone_options": {"input_size": 32}}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny models on a shared 2-core machine: intra-op threads cost more than they gain
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def fixed_batch():
     """32 synthetic faces (32 px) with their expression and VA labels, as a model batch."""

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from sklearn.metrics import accuracy_score, f1_score
 
 from affectlab import metrics as M
@@ -16,15 +15,6 @@ from affectlab.data.datasets import load_dataset
 from affectlab.data.synth import generate
 from affectlab.train.config import resolve_config
 from affectlab.train.engine import evaluate, holdout_split, train
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models on a shared 2-core box: intra-op threads cost more than they gain.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _config(train_spec: str, **kw):

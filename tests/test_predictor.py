@@ -16,15 +16,6 @@ from affectlab.predictor import Predictor, available_packaged_models, register_p
 SPACE = LabelSpace(expressions=EXPRESSIONS, aus=AU_SETS["abaw12"], va=True)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # two OpenMP threads on a shared, oversubscribed 2-core machine are far slower than one
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def method():
     torch.manual_seed(0)

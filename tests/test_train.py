@@ -41,15 +41,6 @@ def fast_config(train_spec: str, **kw) -> TrainConfig:
     return resolve_config(options=options)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models on a shared 2-core box: intra-op threads cost more than they gain (4x here).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
