@@ -163,29 +163,29 @@ def crop_face(image, box: Sequence[float], margin: float = 0.2, square: bool = T
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
 
+def _crop_flip_rotate_jitter(size, mode, *, min_scale: float, degrees: float, jitter: float) -> list:
+    """The light geometric + colour operations the ``default`` and ``faces`` presets share."""
+    return [
+        v2.RandomResizedCrop(size, scale=(min_scale, 1.0), ratio=(0.9, 1.1), interpolation=mode, antialias=True),
+        v2.RandomHorizontalFlip(p=0.5),
+        v2.RandomRotation(degrees),
+        v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter),
+    ]
+
+
 def _augmentations(preset: str, size: tuple[int, int], interpolation: str = "bilinear") -> tuple[list, list]:
     """(geometric/colour ops before normalisation, ops after it) for a training preset."""
     mode = v2.InterpolationMode(interpolation)
     if preset == "eval":
         return [v2.Resize(size, interpolation=mode, antialias=True)], []
     if preset == "default":
-        return [
-            v2.RandomResizedCrop(size, scale=(0.85, 1.0), ratio=(0.9, 1.1), interpolation=mode, antialias=True),
-            v2.RandomHorizontalFlip(p=0.5),
-            v2.RandomRotation(5),
-            v2.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1),
-        ], []
+        return _crop_flip_rotate_jitter(size, mode, min_scale=0.85, degrees=5, jitter=0.1), []
     if preset == "flip":
         return [v2.Resize(size, interpolation=mode, antialias=True), v2.RandomHorizontalFlip(p=0.5)], []
     if preset == "faces":
         # a mix of gray and colour photographs: the model must not rely on colour
-        return [
-            v2.RandomResizedCrop(size, scale=(0.8, 1.0), ratio=(0.9, 1.1), interpolation=mode, antialias=True),
-            v2.RandomHorizontalFlip(p=0.5),
-            v2.RandomRotation(10),
-            v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
-            v2.RandomGrayscale(p=0.25),
-        ], []
+        ops = _crop_flip_rotate_jitter(size, mode, min_scale=0.8, degrees=10, jitter=0.2)
+        return [*ops, v2.RandomGrayscale(p=0.25)], []
     if preset == "cage":
         return [
             v2.Resize(size, interpolation=mode, antialias=True),
