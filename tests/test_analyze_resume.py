@@ -212,3 +212,24 @@ def test_a_failed_input_counts_as_finished_and_is_reported_again(videos, predict
 def test_resume_needs_an_out_file(videos, predictor):
     with pytest.raises(ConfigError, match="resume needs out"):
         affectlab.analyze(videos[0], predictor, detector="none", resume=True, progress=False)
+
+
+def test_sidecar_cut_by_a_kill_mid_append_keeps_its_whole_entries(videos, predictor, tmp_path):
+    full = tmp_path / "full.csv"
+    _run(videos, predictor, full)
+    out = tmp_path / "t.csv"
+    _run(videos, predictor, out)
+    sidecar = progress_path(out)
+    text = sidecar.read_text()
+    # appended in place: a header line, one line per finished input, a closing line
+    assert len(text.splitlines()) == 1 + len(videos) + 1
+    assert [e["rows"] for e in json.loads(text)["finished"]] == [N_FRAMES] * 3
+    # a kill while the third entry was being appended: half a line, no closing bracket
+    sidecar.write_text(text[: text.rindex(str(videos[2]))])
+    with open(out) as f:  # and the table holds only the rows of the first two inputs
+        lines = f.read().splitlines()
+    out.write_text("\n".join(lines[: 1 + 2 * N_FRAMES]) + "\n")
+    table = _run(videos, predictor, out, resume=True)
+    assert table.model_info["stats"]["inputs"] == 1  # only the third video was analysed again
+    pd.testing.assert_frame_equal(_read(out), _read(full))
+    assert [e["rows"] for e in json.loads(sidecar.read_text())["finished"]] == [N_FRAMES] * 3
