@@ -528,7 +528,9 @@ def explain_cmd(
 
 models_app = typer.Typer(
     help=(
-        "Packaged and imported models. `affectlab models` lists them; "
+        "Packaged and imported models, and the pretrained assets (YuNet, FaceLandmarker, face-api, ...). "
+        "`affectlab models` lists them; `affectlab models fetch all` downloads the assets; "
+        "`affectlab models add FILE` registers a local copy offline; "
         "`affectlab models import emotiefflib:enet_b0_8_best_afew` adds a public checkpoint."
     ),
     invoke_without_command=True,
@@ -537,26 +539,53 @@ models_app = typer.Typer(
 app.add_typer(models_app, name="models")
 
 
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+
+
 def _print_models() -> None:
     from rich.markup import escape
     from rich.table import Table
 
     from affectlab.models import list_models, models_home
+    from affectlab.runtime.assets import affectlab_home, list_assets
 
+    out = Console()
     table = Table(title=f"models (imported ones live in {models_home()})")
     for col in ("name", "kind", "description", "path"):
         table.add_column(col, overflow="fold")
     for row in list_models():
         table.add_row(*(escape(str(row[c])) for c in ("name", "kind", "description", "path")))
-    Console().print(table)
+    out.print(table)
+    assets = Table(title=f"pretrained assets (cache: {affectlab_home()})")
+    for col in ("name", "status", "size", "license", "description", "path"):
+        assets.add_column(col, overflow="fold")
+    style = {"present": "green", "missing": "yellow", "damaged": "bold red"}
+    for row in list_assets():
+        assets.add_row(
+            escape(row["name"]),
+            f"[{style[row['status']]}]{row['status']}[/]",
+            _size(row["size"]),
+            escape(row["license"]),
+            escape(row["description"]),
+            escape(row["path"]),
+        )
+    out.print(assets)
 
 
 @models_app.callback()
 def models_cmd(ctx: typer.Context):
-    """List the models usable as `--model NAME`: the packaged `affectlab-base` (alias `default`,
-    used when `analyze` gets no `--model`) and the models imported with `affectlab models import`.
+    """List the models usable as `--model NAME` -- the packaged `affectlab-base` (alias `default`,
+    used when `analyze` gets no `--model`) and the models imported with `affectlab models import` --
+    and the pretrained assets with their status (present / missing / damaged), size and license.
 
-    Example: `affectlab models`.
+    Assets are downloaded on first use into $AFFECTLAB_HOME (default: the user cache dir) and
+    verified by sha256; `AFFECTLAB_OFFLINE=1` forbids downloads.
+
+    Examples: `affectlab models`, `affectlab models fetch all`, `affectlab models add face_landmarker.task`.
     """
     if ctx.invoked_subcommand is None:
         _print_models()
@@ -564,8 +593,47 @@ def models_cmd(ctx: typer.Context):
 
 @models_app.command("list")
 def models_list_cmd():
-    """List packaged and imported models (same as `affectlab models`)."""
+    """List packaged and imported models and the pretrained assets (same as `affectlab models`)."""
     _print_models()
+
+
+@models_app.command("add")
+def models_add_cmd(
+    files: List[Path] = typer.Argument(..., help="Local copies of pretrained assets (any file names)."),
+):
+    """Register local copies of pretrained assets, for machines without internet.
+
+    Each file is recognised by its sha256 and copied into the asset cache ($AFFECTLAB_HOME/assets,
+    or torchvision's cache for torchvision weights). An unknown or damaged file is refused by
+    name with what was expected, and then nothing is copied. `affectlab models` lists the known assets.
+
+    Examples:
+
+    - `affectlab models add face_detection_yunet_2023mar.onnx face_landmarker.task`
+    - `affectlab models add face-api/face_expression_model.bin face-api/face_expression_model-weights_manifest.json`
+    """
+    from affectlab.runtime.assets import add_files
+
+    for dest, name in add_files(files):
+        console.print(f"[green]added[/green] {name} -> {dest}", highlight=False)
+
+
+@models_app.command("fetch")
+def models_fetch_cmd(
+    names: List[str] = typer.Argument(..., help="Asset names (see `affectlab models`), or `all`."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+):
+    """Download pretrained assets now (those already present and verified are kept).
+
+    Files come from their official URLs (`AFFECTLAB_ASSET_BASE_URL` points at a mirror), are
+    verified by sha256 before they are placed, and an interrupted download leaves nothing behind.
+
+    Examples: `affectlab models fetch all`, `affectlab models fetch yunet face-landmarker`.
+    """
+    from affectlab.runtime.assets import fetch
+
+    for name, path in fetch(names, progress=not quiet):
+        console.print(f"[green]present[/green] {name}: {path}", highlight=False)
 
 
 @models_app.command("import")
@@ -575,7 +643,7 @@ def models_import_cmd(
     force: bool = typer.Option(False, "--force", help="Replace an earlier import of the same name."),
 ):
     """Import a public checkpoint as an affectlab model, stored under $AFFECTLAB_HOME/models
-    (default ~/.affectlab/models).
+    (default: models/ in the user cache dir, e.g. ~/.cache/affectlab/models).
 
     `emotiefflib:<name>` wraps an EmotiEffLib ONNX expression model (AffectNet classes,
     `*_mtl` also valence/arousal; Apache-2.0) with its preprocessing and label order, so

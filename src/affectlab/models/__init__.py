@@ -6,9 +6,11 @@ model trained on real in-the-wild faces (``docs/models/affectlab-base.md``). It 
 
 Imported models (``affectlab models import emotiefflib:<name>``, see
 :mod:`affectlab.models.importers`) live under the user model folder
-:func:`models_home` -- ``$AFFECTLAB_HOME/models`` when that variable is set, else
-``~/.affectlab/models`` -- one folder per model holding ``model.ckpt`` (an ordinary
-affectlab model file) and ``info.json``. Both kinds are registered with
+:func:`models_home` -- ``models/`` under :func:`affectlab.runtime.assets.affectlab_home`
+(``$AFFECTLAB_HOME``, default the platform's user cache dir, e.g. ``~/.cache/affectlab``),
+beside the downloaded assets -- one folder per model holding ``model.ckpt`` (an ordinary
+affectlab model file) and ``info.json``. Models imported by earlier versions into
+``~/.affectlab/models`` are still found there when ``AFFECTLAB_HOME`` is not set. Both kinds are registered with
 :func:`affectlab.predictor.register_packaged_model`, so ``Predictor.load(name)``,
 ``--model NAME`` in ``analyze`` / ``evaluate`` / ``explain`` accept their names.
 
@@ -37,10 +39,18 @@ MODEL_FILE = "model.ckpt"
 
 
 def models_home() -> Path:
-    """The folder of imported models: ``$AFFECTLAB_HOME/models`` or ``~/.affectlab/models``."""
-    root = os.environ.get("AFFECTLAB_HOME")
-    base = Path(root).expanduser() if root else Path.home() / ".affectlab"
-    return base / "models"
+    """The folder new imports go to: ``affectlab_home()/models``."""
+    from affectlab.runtime.assets import affectlab_home
+
+    return affectlab_home() / "models"
+
+
+def _legacy_models_home() -> Path | None:
+    # before the asset hub, imports went to ~/.affectlab/models when AFFECTLAB_HOME was unset
+    if os.environ.get("AFFECTLAB_HOME"):
+        return None
+    legacy = Path.home() / ".affectlab" / "models"
+    return legacy if legacy.is_dir() and legacy != models_home() else None
 
 
 def slug(name: str) -> str:
@@ -65,18 +75,23 @@ def base_model_path() -> Path:
 
 
 def imported_models() -> list[dict]:
-    """``info.json`` of every imported model under :func:`models_home` (with ``path``), by name."""
-    home = models_home()
-    found = []
-    if home.is_dir():
+    """``info.json`` of every imported model under :func:`models_home` (with ``path``), by name.
+
+    A model found both there and in the legacy ``~/.affectlab/models`` is taken from :func:`models_home`.
+    """
+    found, seen = [], set()
+    for home in (models_home(), _legacy_models_home()):
+        if home is None or not home.is_dir():
+            continue
         for folder in sorted(p for p in home.iterdir() if p.is_dir()):
             info_path = folder / INFO_FILE
             try:
                 info = json.loads(info_path.read_text())
             except (OSError, ValueError):
                 continue  # a half-written or foreign folder
-            if isinstance(info, dict) and isinstance(info.get("name"), str):
+            if isinstance(info, dict) and isinstance(info.get("name"), str) and info["name"] not in seen:
                 info["path"] = str(folder)
+                seen.add(info["name"])
                 found.append(info)
     return sorted(found, key=lambda i: i["name"])
 
