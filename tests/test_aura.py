@@ -316,4 +316,116 @@ def test_training_never_decodes_an_image(tmp_path):
     assert (tmp_path / "run" / "model.ckpt").is_file()
     assert result.label_space.tasks == ("expr", "va", "au")
     ev = evaluate(tmp_path / "run", f"features:{store.path}", progress=False)
-    assert 0.0 <= ev.metrics["expr_acc"] <= 1.0 and ev.skipped == 0
+    assert ev.skipped == 0 and len(ev.predictions) == 48
+    pred = ev.predictions
+    assert ev.metrics["expr_acc"] == pytest.approx(float((pred["expression"] == pred["expression_true"]).mean()))
+
+
+# ------------------------------------ each loss term and reset detail of the appendix is there
+# (every test below was checked to fail with its component removed from aura.py)
+def _only(**weights):
+    base = {"feature_dim": 12, "num_archetypes": 6, "dim": 8, "hidden": 16, "dropout": 0.0,
+            "lambda_proj": 0.0, "lambda_vpo": 0.0, "lambda_refine": 0.0, "beta": 0.0}
+    return {**base, **weights}
+
+
+def _zq(m, b):
+    z = m.project(b["features"])
+    idx, _ = m.assign(z)
+    return z, m.archetypes()[idx]
+
+
+def test_vq_codebook_term_moves_the_archetypes_only():
+    """||sg[z] - e_k||^2: with every other weight 0 it is the whole loss, it reaches the
+    codebook and (stop-gradient) not the projector."""
+    torch.manual_seed(0)
+    m = create_method("aura", SPACE, _only())
+    b = _batch()
+    m.train()
+    out = m(b)  # first step seeds the archetypes from z (data_init), then assigns
+    z, e_k = out._aura_state
+    terms = m.loss(out, b)
+    expected = ((z - e_k) ** 2).sum(1).mean()
+    assert float(expected.detach()) > 1e-4
+    torch.testing.assert_close(terms["vq"], expected.detach())
+    torch.testing.assert_close(terms["loss"].detach(), expected.detach())
+    terms["loss"].backward()
+    assert float(m.codebook.grad.abs().sum()) > 0
+    assert m.global_proj[0].weight.grad is None or float(m.global_proj[0].weight.grad.abs().sum()) == 0.0
+    # beta = 1 adds the commitment term of equal value, which reaches the projector
+    m2 = create_method("aura", SPACE, _only(beta=1.0))
+    m2.load_state_dict(m.state_dict())
+    m2.train()
+    out2 = m2(b)
+    t2 = m2.loss(out2, b)
+    z2, e2 = out2._aura_state
+    torch.testing.assert_close(t2["vq"], 2 * ((z2 - e2) ** 2).sum(1).mean().detach())
+    t2["loss"].backward()
+    assert float(m2.global_proj[0].weight.grad.abs().sum()) > 0
+
+
+def test_ema_pull_term_draws_live_archetypes_to_their_cluster_means():
+    """L_vpo's ||e_i - sg[c_i]||^2 over live archetypes: with labels absent it is all of
+    L_vpo, it equals the hand-computed mean, and a gradient step moves e_i towards c_i."""
+    torch.manual_seed(0)
+    m = create_method("aura", SPACE, _only(lambda_vpo=1.0, data_init=False, reset_every=0))
+    b = _batch()
+    nolabel = {"features": b["features"], "index": b["index"]}
+    m.train()
+    with torch.no_grad():
+        target = F.normalize(torch.randn(6, 8), dim=1)
+    out = m(nolabel)  # updates the accumulators with this batch ...
+    m.cluster_mean.copy_(target)  # ... which the test then replaces by known means
+    m.cluster_size.copy_(torch.tensor([5.0, 5.0, 0.0, 5.0, 0.0, 5.0]))
+    live = m.cluster_size > 1e-3
+    terms = m.loss(out, nolabel)
+    e = m.archetypes()
+    expected = ((e[live] - target[live]) ** 2).sum(1).mean()
+    assert float(expected.detach()) > 0.1
+    torch.testing.assert_close(terms["vpo"], expected.detach())
+    # the gradient reaching the codebook is that of the pull plus the codebook term
+    z, _ = out._aura_state
+    idx = out.extras["archetype"]
+    hand = ((z.detach() - e[idx]) ** 2).sum(1).mean() + ((e[live] - target[live]) ** 2).sum(1).mean()
+    (g_hand,) = torch.autograd.grad(hand, m.codebook, retain_graph=True)
+    (g_loss,) = torch.autograd.grad(terms["loss"], m.codebook)
+    torch.testing.assert_close(g_loss, g_hand)
+    # a step down that gradient, on the pull alone, moves live archetypes towards c_i
+    (g_pull,) = torch.autograd.grad(((m.archetypes()[live] - target[live]) ** 2).sum(1).mean(), m.codebook)
+    assert float(g_pull[~live].abs().sum()) == 0.0  # dead archetypes are not pulled
+
+
+def test_projection_loss_trains_the_projector_through_z():
+    """L_proj = L_task(heads(z)): the only term (besides the stop-gradient codebook term)
+    that reaches the projector when refinement, VPO and commitment are off."""
+    torch.manual_seed(0)
+    m = create_method("aura", SPACE, _only(lambda_proj=1.0))
+    b = _batch()
+    m.train()
+    out = m(b)
+    z, _ = out._aura_state
+    terms = m.loss(out, b)
+    torch.testing.assert_close(terms["proj"], m.task_loss(m._heads(z), b).detach())
+    assert float(terms["proj"]) > 0.1
+    terms["loss"].backward()
+    assert float(m.global_proj[0].weight.grad.abs().sum()) > 0
+    assert float(m.expr_head.weight.grad.abs().sum()) > 0
+
+
+def test_reseeded_archetypes_get_gaussian_noise():
+    """Appendix B: e_i <- z_j + N(0, sigma^2). Seeded from one repeated feature, the new
+    archetypes differ from it and from each other by about sigma * sqrt(dim)."""
+    torch.manual_seed(0)
+    dim, sigma = 64, 0.05
+    cfg = {"feature_dim": 12, "num_archetypes": 10, "dim": dim, "reset_noise": sigma, "normalize": False}
+    m = create_method("aura", SPACE, cfg)
+    z = torch.randn(1, dim).repeat(20, 1)
+    m.seed_archetypes(z, torch.arange(10))
+    e = m.archetypes().detach()
+    dist = (e - z[0]).norm(dim=1)
+    expected = sigma * dim**0.5
+    assert ((dist > 0.6 * expected) & (dist < 1.4 * expected)).all(), dist
+    pair = torch.pdist(e)
+    assert pair.min() > 0.6 * expected * 2**0.5 * 0.5
+    noise = (e - z[0]).flatten()
+    assert abs(float(noise.std()) - sigma) < 0.2 * sigma and abs(float(noise.mean())) < 0.2 * sigma

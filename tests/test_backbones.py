@@ -79,6 +79,17 @@ def test_maxvit_t_at_224():
     assert out["global"].shape == (1, 512)
     # the classifier MLP is dropped: every parameter contributes to the features
     assert not any(k.startswith(("body.classifier.3", "body.classifier.5")) for k in bb.state_dict())
+    # "global" is the classifier's LayerNorm output (what CAGE's head reads): with a known
+    # affine LayerNorm every feature vector has that mean and std, whatever the input
+    # (checked to fail with the LayerNorm dropped from MaxVitBackbone)
+    ln = bb.body.classifier[-1]
+    assert isinstance(ln, torch.nn.LayerNorm) and ln.normalized_shape == (512,)
+    with torch.no_grad():
+        ln.weight.fill_(2.0)
+        ln.bias.fill_(0.5)
+    glob = _forward(bb, 224, batch=1)["global"]
+    assert float(glob.mean()) == pytest.approx(0.5, abs=1e-4)
+    assert float(glob.std(unbiased=False)) == pytest.approx(2.0, rel=1e-3)
 
 
 def test_timm_backbones_map_and_tokens():

@@ -307,9 +307,17 @@ def test_explainer_writes_its_pngs(clip_run, tmp_path):
         assert res["files"][key].is_file() and res["files"][key].stat().st_size > 1000
     assert res["files"]["sign_space"].name == "sign_space_tsne.png"
     stats = res["message"]["message"]
-    assert 0 <= stats["va_gradient_angle_deg"] <= 180
     table = pd.read_csv(res["files"]["table"])
     assert len(table) == 24 and {"message_x", "message_y", "valence_true"} <= set(table.columns)
+    # the reported angle and fits are those of linear fits of the written view
+    from affectlab.interpret.smm_views import linear_gradient
+
+    z = table[["message_x", "message_y"]].to_numpy()
+    wv, r2v = linear_gradient(z, table["valence_true"].to_numpy())
+    wa, _ = linear_gradient(z, table["arousal_true"].to_numpy())
+    angle = np.degrees(np.arccos(wv @ wa / (np.linalg.norm(wv) * np.linalg.norm(wa))))
+    assert stats["va_gradient_angle_deg"] == pytest.approx(angle, abs=1e-3)
+    assert stats["valence_fit_r2"] == pytest.approx(r2v, abs=1e-6)
 
 
 def test_view_helpers_against_numpy():
@@ -324,3 +332,59 @@ def test_view_helpers_against_numpy():
     w, r2 = linear_gradient(z, y)
     np.testing.assert_allclose(w, [2.0, -1.0], atol=1e-9)
     assert r2 == pytest.approx(1.0)
+
+
+# ------------------------------------------------- each component of Figure 1 is there
+# (every test below was checked to fail with its component removed from smm.py)
+def test_sign_space_uses_the_positional_encoding():
+    """Without PE a Transformer encoder is permutation-equivariant over the AU tokens;
+    with it, permuting the ROI features does not merely permute the AU spaces."""
+    torch.manual_seed(0)
+    m = create_method("smm", SPACE, {"dropout": 0.0}).eval()
+    roi = torch.randn(3, 17, 16)
+    perm = torch.randperm(12)
+    with torch.no_grad():
+        s = m.sign_space(roi)
+        roi_p = roi.clone()
+        roi_p[:, :12] = roi[:, perm]
+        s_p = m.sign_space(roi_p)
+        assert (s_p - s[:, perm]).abs().max() > 1e-3
+        # and exactly equation 1: Phi(F + PE)
+        torch.testing.assert_close(s, m.transformer(roi[:, :12] + sinusoidal_encoding(12, 16)))
+
+
+def test_sign_space_goes_through_a_transformer():
+    """Self-attention mixes the AU tokens: AU 1's space depends on ROI 0's feature
+    (a per-token map, e.g. the Transformer left out, would not)."""
+    torch.manual_seed(0)
+    m = create_method("smm", SPACE, {"dropout": 0.0}).eval()
+    roi = torch.randn(3, 17, 16)
+    roi2 = roi.clone()
+    roi2[:, 0] = torch.randn(3, 16)
+    with torch.no_grad():
+        s1, s2 = m.sign_space(roi), m.sign_space(roi2)
+    assert (s1[:, 1:] - s2[:, 1:]).abs().max() > 1e-3
+    assert sum(p.numel() for p in m.transformer.parameters()) > 0
+    assert isinstance(m.transformer, torch.nn.TransformerEncoder)
+
+
+def test_roi_features_are_attention_weighted():
+    """f^(u) = mean_hw ReLU(a_u * (W_u F + b_u)): an attention map that is zero outside
+    one location leaves only that location's response."""
+    torch.manual_seed(0)
+    m = create_method("smm", SPACE, {})
+    rois = m.rois
+    fmap = torch.randn(2, rois.attention.in_channels, 4, 4)
+    with torch.no_grad():
+        feats, att = rois(fmap)
+        proj = torch.einsum("bchw,udc->budhw", fmap, rois.weight) + rois.bias[None, :, :, None, None]
+        torch.testing.assert_close(feats, torch.relu(att[:, :, None] * proj).mean(dim=(3, 4)))
+        # attention switched off everywhere (sigmoid(-30) ~ 0): the ROI features vanish
+        rois.attention.weight.zero_()
+        rois.attention.bias.fill_(-30.0)
+        off, _ = rois(fmap)
+        assert off.abs().max() < 1e-6 and feats.abs().max() > 1e-2
+        # fully open (sigmoid(30) ~ 1): the plain spatial mean of ReLU(W F + b)
+        rois.attention.bias.fill_(30.0)
+        on, _ = rois(fmap)
+        torch.testing.assert_close(on, torch.relu(proj).mean(dim=(3, 4)))

@@ -109,3 +109,20 @@ def test_read_ellipses_validates(tmp_path):
         vt.read_ellipses(bad)
     with pytest.raises(DatasetError, match="does not exist"):
         vt.read_ellipses(tmp_path / "none.csv")
+
+
+def test_continuous_points_are_uniform_inside_the_ellipse():
+    """Uniform in the ellipse (003): the squared normalised radius d is U(0, 1) and each
+    coordinate's variance is axis^2 / 4. A constant centre, points on the boundary or a
+    Gaussian draw all fail this (checked by replacing the sampler with each)."""
+    from scipy import stats
+
+    table = pd.DataFrame(
+        [("neutral", 0.1, -0.2, 0.3, 0.15, 100)], columns=list(vt.ELLIPSE_COLUMNS)
+    )
+    va = vt.sample_va(["neutral"] * 4000, table, seed=0)
+    d = ((va[:, 0] - 0.1) / 0.3) ** 2 + ((va[:, 1] + 0.2) / 0.15) ** 2
+    assert d.max() <= 1 + 1e-9
+    assert stats.kstest(d, "uniform").pvalue > 0.01
+    np.testing.assert_allclose(va.std(axis=0), [0.3 / 2, 0.15 / 2], rtol=0.05)
+    np.testing.assert_allclose(va.mean(axis=0), [0.1, -0.2], atol=0.01)
