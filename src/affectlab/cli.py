@@ -103,13 +103,16 @@ def analyze_cmd(
     * already-cropped faces: `affectlab analyze faces/ -m runs/base --detector none --out t.csv`
     * after Ctrl-C at video 40 of 50: `affectlab analyze videos/ -m runs/base --out all.csv --resume`
     """
+    from rich.markup import escape
+
     from affectlab.analyze.api import run_cli
 
     try:
         table = run_cli(
             inputs, model, out=out, video_out=video_out, report=report, detector=detector, every=every, start=start,
             end=end, smooth=smooth, batch_size=batch_size, device=device, threads=threads, progress=not quiet,
-            resume=resume,
+            resume=resume, notify=lambda m: console.print(f"[yellow]note:[/yellow] {escape(m)}", highlight=False,
+                                                          soft_wrap=True),
         )
     except KeyboardInterrupt:
         if out is not None:

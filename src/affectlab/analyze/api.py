@@ -6,9 +6,15 @@ import os
 import warnings
 from typing import Any, Iterable, Mapping
 
-from affectlab.analyze.pipeline import Analyzer, RunStats, smoothing_spec
+from affectlab.analyze.pipeline import Analyzer, OutputError, RunStats, smoothing_spec
 from affectlab.analyze.table import AffectTable
 from affectlab.errors import ConfigError, ModelError
+
+class AnalyzeNotice(UserWarning):
+    """A request that is not honoured as asked (``smooth="auto"`` without a stored mu, an
+    annotated video without a video input ...). ``affectlab analyze`` prints each as one
+    ``note:`` line; the Python API issues it as a warning."""
+
 
 NO_DEFAULT_MODEL = "no model given and no packaged default model installed; pass --model RUN"
 
@@ -128,20 +134,31 @@ def analyze(
     from affectlab.analyze.detectors import create_detector
     from affectlab.analyze.inputs import check_sampling, expand_inputs, media_kind
     from affectlab.analyze.sinks import CollectSink, OverlaySink, ReportSink, TableSink
-    from affectlab.analyze.writers import table_format
+    from affectlab.analyze.writers import check_writable, table_format
 
     every, start, end = check_sampling(every, start, end)
     paths = expand_inputs(inputs)
     if resume and out is None:
         raise ConfigError("resume needs out: the table file of the run to continue")
+    # every output is checked before the first frame: a bad one found later loses work
     if out is not None:
-        table_format(out)  # fail on a bad extension before any work
+        table_format(out)
+        check_writable(out, "out")
+    if video_out is not None:
+        from affectlab.analyze.overlay import check_video_out
+
+        check_video_out(video_out)
+    if report is not None:
+        check_writable(report, "report", folder=True)
     det = create_detector(detector, **dict(detector_options or {}))
     predictor = load_predictor(model, device=device, batch_size=batch_size)
     info = dict(getattr(predictor, "info", {}) or {})
     mu = smoothing_spec(smooth, info)
     if isinstance(smooth, str) and smooth.strip().lower() == "auto" and mu is None:
-        warnings.warn("smooth='auto' but the model stores no smoothing mu; predictions are not smoothed", stacklevel=2)
+        warnings.warn(
+            f"smooth 'auto': the model {info.get('path') or info.get('name') or 'given'} stores no smoothing mu "
+            "(`affectlab evaluate --smooth auto` stores one); predictions are NOT smoothed -- pass a number to smooth",
+            AnalyzeNotice, stacklevel=2)
     analyzer = Analyzer(predictor, det, every=every, start=start, end=end, batch_size=batch_size, smooth=mu,
                         threads=threads)
     space = predictor.label_space
@@ -168,22 +185,31 @@ def analyze(
     if video_out is not None:
         videos = [str(p) for p in paths if media_kind(p) == "video"]
         if not videos:
-            warnings.warn("video_out is ignored: no video among the inputs", stacklevel=2)
+            warnings.warn(f"no annotated video is written to {video_out}: the {len(paths)} inputs are still images "
+                          "(annotated videos are made of video inputs only)", AnalyzeNotice, stacklevel=2)
         elif not any(media_kind(p) == "video" for p in todo):
-            warnings.warn("video_out is ignored: every video was analysed before (resume)", stacklevel=2)
+            warnings.warn(f"no annotated video is written to {video_out}: every video was analysed before (resume)",
+                          AnalyzeNotice, stacklevel=2)
         else:
             # named after all the videos, so a resumed run names its files as the first run
             overlay = OverlaySink(video_out, videos, space.expressions, space.aus, space.va)
             sinks.append(overlay)
     reporter = None
     if report is not None:
-        reporter = ReportSink(report, space.expressions, space.aus, analyzer.columns)
+        named = [str(p) for p in paths] + ([e["input"] for e in plan.finished] if plan is not None else [])
+        reporter = ReportSink(report, space.expressions, space.aus, analyzer.columns, inputs=named)
         if plan is not None:
             from affectlab.analyze.resume import replay
 
             replay(plan, [reporter])  # the pages cover the rows kept from the first run too
         sinks.append(reporter)
-    stats: RunStats = analyzer.run(todo, sinks, progress=progress)
+    try:
+        stats: RunStats = analyzer.run(todo, sinks, progress=progress)
+    except OutputError as exc:
+        if out is None:
+            raise
+        raise OutputError(f"{exc}; the inputs finished so far are kept in {out}: fix the output and repeat the "
+                          "command with --resume to continue") from exc
     table = AffectTable.from_frame(
         collect.frame(),
         space.expressions,
@@ -212,16 +238,33 @@ def analyze(
 
 
 def run_cli(inputs, model, *, out, video_out, report, detector, every, start, end, smooth, batch_size, device,
-            threads=None, progress=True, resume=False):
-    """What ``affectlab analyze`` runs: :func:`analyze` that does not keep rows in memory
-    unless nothing is written; returns ``(table_or_None, stats dict)``."""
+            threads=None, progress=True, resume=False, notify=None):
+    """What ``affectlab analyze`` runs: :func:`analyze` that does not keep rows in memory.
+
+    ``notify(message)`` receives each :class:`AnalyzeNotice` as it is issued (the CLI
+    prints it as one line); other warnings are left to the CLI, which prints failures
+    itself.
+    """
     if out is None and video_out is None and report is None:
         raise ConfigError("nothing to write: pass --out FILE.csv|.parquet|.json, --video-out FILE.mp4 and/or --report DIR")
+    if out is None and report is None:
+        from affectlab.analyze.inputs import expand_inputs, media_kind
+
+        if not any(media_kind(p) == "video" for p in expand_inputs(inputs)):
+            raise ConfigError(f"--video-out {video_out}: no video among the inputs, so nothing would be written "
+                              "(annotated videos are made of videos); add --out FILE.csv or --report DIR for images")
     smooth_value = None
     if smooth is not None:
         smooth_value = smooth if str(smooth).strip().lower() == "auto" else _parse_mu(smooth)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the CLI prints failures itself
+        warnings.simplefilter("always", AnalyzeNotice)
+
+        def show(message, category, *args, **kwargs):
+            if issubclass(category, AnalyzeNotice) and notify is not None:
+                notify(str(message))
+
+        warnings.showwarning = show  # restored by catch_warnings
         table = analyze(inputs, model, detector=detector, every=every, start=start, end=end, smooth=smooth_value,
                         batch_size=batch_size, out=out, video_out=video_out, report=report, progress=progress,
                         device=device, threads=threads, keep=False, resume=resume)

@@ -87,6 +87,42 @@ class VideoWriter:
             self._container.close()
 
 
+def check_video_out(path) -> Path:
+    """Fail now, before any frame is analysed, if an annotated video cannot be written at ``path``.
+
+    Encodes two tiny frames into a hidden file of the same suffix next to ``path`` and
+    removes it: an extension whose container does not take this build's encoder
+    (``.webm``, ``.gif``, a typo) or an unwritable folder is found before the run, not
+    after the first batch of every video.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file, what failed and the suffixes that work.
+    """
+    from affectlab.errors import ConfigError
+
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"--video-out {path} is a folder; give a file name such as {path / 'annotated.mp4'}")
+    probe = path.with_name(f".{path.stem}.affectlab-check{path.suffix}")
+    try:
+        writer = VideoWriter(probe, 25.0, 16, 16)
+        try:
+            writer.write(np.zeros((16, 16, 3), np.uint8))
+            writer.write(np.zeros((16, 16, 3), np.uint8))
+        finally:
+            writer.close()
+    except Exception as exc:  # noqa: BLE001 - any failure: the user's file would fail the same way
+        raise ConfigError(
+            f"--video-out {path}: cannot write a video there ({type(exc).__name__}: {exc}); "
+            "use a writable folder and .mp4, .mkv, .mov or .avi"
+        ) from None
+    finally:
+        probe.unlink(missing_ok=True)
+    return path
+
+
 class Annotator:
     """Draws one video's predictions on its frames; keeps a VA trail per face."""
 

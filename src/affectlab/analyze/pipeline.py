@@ -21,10 +21,18 @@ from affectlab.analyze.detectors import crop_faces
 from affectlab.analyze.inputs import Frame, MediaError, count_frames, iter_frames, media_kind
 from affectlab.analyze.table import register_column_dtypes, table_columns
 from affectlab.analyze.tracking import IoUTracker
-from affectlab.errors import ConfigError
+from affectlab.errors import AffectlabError, ConfigError
 from affectlab.temporal import OnlineSmoother
 
 STAGES = ("decode", "detect", "crop", "model", "table", "write")
+
+
+class OutputError(AffectlabError, OSError):
+    """Writing an output (table, annotated video, report, progress file) failed.
+
+    Not a failure of the input being analysed: the run stops, the input is not recorded
+    as finished, and ``--resume`` analyses it again once the output can be written.
+    """
 
 
 @dataclass
@@ -199,6 +207,7 @@ class Analyzer:
 
             previous_threads = torch.get_num_threads()
             torch.set_num_threads(self.threads)
+        close_errors: list[str] = []
         try:
             with bar:
                 if images:
@@ -207,18 +216,26 @@ class Analyzer:
                     self._run_video(path, sinks, stats, bar)
         except KeyboardInterrupt:
             stats.interrupted = True
-            self._flush_quietly(sinks, stats)
+            self._flush_quietly(sinks, stats, output_errors=False)
             raise
+        except OutputError as exc:
+            self._pending = []
+            raise OutputError(
+                f"{exc}; stopped at input {stats.inputs} of {len(paths)} ({stats.rows} rows written before); "
+                "the inputs being analysed are not recorded as finished"
+            ) from exc
         finally:
             for s in sinks:
                 try:
                     s.close()
-                except Exception:  # noqa: BLE001 - one sink failing must not lose the others
-                    pass
+                except Exception as exc:  # noqa: BLE001 - one sink failing must not lose the others
+                    close_errors.append(f"closing {_sink_label(s)} failed: {type(exc).__name__}: {exc}")
             if previous_threads is not None:
                 import torch
 
                 torch.set_num_threads(previous_threads)
+        if close_errors:
+            raise OutputError("; ".join(close_errors))
         return stats
 
     def _run_video(self, path: Path, sinks, stats: RunStats, bar) -> None:
@@ -232,8 +249,7 @@ class Analyzer:
             fps = probe_video(path).fps / self.every
         except MediaError:
             pass
-        for s in sinks:
-            s.start_input(src, "video", fps)
+        _call(sinks, "start_input", src, "video", fps)
         task = bar.add(Path(src).name, total)
         self._reset_detector()
         tracker = IoUTracker(self.track_iou, self.track_max_age)
@@ -257,6 +273,8 @@ class Analyzer:
         except MediaError as exc:
             self._flush_quietly(sinks, stats, smoother)
             failure = Failure(src, exc.reason, exc.frames_read)
+        except OutputError:
+            raise  # not this input's fault: it is redone on --resume
         except Exception as exc:  # noqa: BLE001 - any failure of one input: report it, go on
             self._flush_quietly(sinks, stats, smoother)
             failure = Failure(src, f"{type(exc).__name__}: {exc}", n_read)
@@ -265,8 +283,7 @@ class Analyzer:
         if failure is not None:
             stats.failures.append(failure)
         bar.done(task, failure is not None)
-        for s in sinks:
-            s.end_input(src, None if failure is None else str(failure))
+        _call(sinks, "end_input", src, None if failure is None else str(failure))
 
     def _run_images(self, images: Sequence[Path], sinks, stats: RunStats, bar) -> None:
         task = bar.add(f"{len(images)} images", len(images))
@@ -274,8 +291,7 @@ class Analyzer:
         for path in images:
             src = str(path)
             stats.inputs += 1
-            for s in sinks:
-                s.start_input(src, "image", None)
+            _call(sinks, "start_input", src, "image", None)
             t0 = time.perf_counter()
             failure = None
             try:
@@ -286,15 +302,18 @@ class Analyzer:
             except MediaError as exc:
                 stats.seconds["decode"] += time.perf_counter() - t0
                 failure = Failure(src, exc.reason, 0)
+            except OutputError:
+                raise
             except Exception as exc:  # noqa: BLE001 - report this image, go on with the others
                 failure = Failure(src, f"{type(exc).__name__}: {exc}", 0)
             if failure is not None:
                 stats.failures.append(failure)
             bar.advance(task)
-            for s in sinks:
-                s.end_input(src, None if failure is None else str(failure))
+            _call(sinks, "end_input", src, None if failure is None else str(failure))
         try:
             self._flush(sinks, stats, smoother)
+        except OutputError:
+            raise
         except Exception as exc:  # noqa: BLE001 - the model failed on the last batch
             stats.failures.append(Failure(f"{len(self._pending)} images", f"{type(exc).__name__}: {exc}", 0))
             self._pending = []
@@ -327,9 +346,13 @@ class Analyzer:
         if n_crops >= self.batch_size or len(self._pending) >= self.batch_size:
             self._flush(sinks, stats, smoother)
 
-    def _flush_quietly(self, sinks, stats, smoother=None) -> None:
+    def _flush_quietly(self, sinks, stats, smoother=None, output_errors: bool = True) -> None:
         try:
             self._flush(sinks, stats, smoother)
+        except OutputError:
+            self._pending = []
+            if output_errors:
+                raise  # the rows of this input did not reach the outputs: not an input failure
         except Exception:  # noqa: BLE001 - the failure is being reported already
             self._pending = []
 
@@ -346,8 +369,7 @@ class Analyzer:
         chunk = self._rows(pending, pred, smoother)
         t2 = time.perf_counter()
         frames = [p[0] for p in pending]
-        for s in sinks:
-            s.write(chunk, frames)
+        _call(sinks, "write", chunk, frames)
         t3 = time.perf_counter()
         stats.seconds["model"] += t1 - t0
         stats.seconds["table"] += t2 - t1
@@ -413,6 +435,22 @@ class Analyzer:
                 col[has_face] = np.asarray(values, dtype=object)
             cols[name] = pd.Series(col, dtype=object).astype(dtype).array
         return pd.DataFrame(cols, columns=self.columns)
+
+
+def _sink_label(sink) -> str:
+    return str(getattr(sink, "label", None) or type(sink).__name__)
+
+
+def _call(sinks, method: str, *args) -> None:
+    """Call ``method`` on every sink; any exception of a sink becomes an :class:`OutputError`
+    (a full disk is a failure of the output, not of the input being analysed)."""
+    for s in sinks:
+        try:
+            getattr(s, method)(*args)
+        except OutputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever a sink raises, the output failed
+            raise OutputError(f"writing {_sink_label(s)} failed: {type(exc).__name__}: {exc}") from exc
 
 
 class _Progress:

@@ -340,6 +340,7 @@ class ResumeTableSink(Sink):
         from affectlab.analyze.writers import TableWriter
 
         out = plan.out
+        self.label = str(out)
         self._target = None
         if plan.format == "parquet":
             self.writer = TableWriter(_temp_path(out), columns)
@@ -374,6 +375,7 @@ class ProgressSink(Sink):
     def __init__(self, out, settings: Mapping[str, Any], finished: Sequence[Mapping] = ()):
         self.out = Path(out)
         self.path = progress_path(out)
+        self.label = str(self.path)
         self.settings = dict(settings)
         self.finished = [dict(e) for e in finished]
         self._kind: dict[str, str] = {}

@@ -19,6 +19,7 @@ class TableSink(Sink):
         from affectlab.analyze.writers import TableWriter
 
         self.writer = TableWriter(path, columns)
+        self.label = str(path)
 
     def write(self, chunk, frames):
         self.writer.write(chunk)
@@ -47,24 +48,40 @@ class CollectSink(Sink):
 class OverlaySink(Sink):
     """Write each video input again with its predictions drawn on it.
 
-    With one video input the file is ``path``; with several, ``<stem>_<input stem><suffix>``
-    next to it. Still images are not written.
+    With one video input the file is ``path``; with several, ``<stem>_<name><suffix>``
+    next to it, ``<name>`` distinct per video (:func:`~affectlab.analyze.naming.unique_output_names`,
+    so ``a/clip.mp4`` and ``b/clip.mp4`` do not overwrite each other). Still images are
+    not written.
     """
 
     def __init__(self, path, videos: Sequence[str], expressions=(), aus=(), va=False):
+        from affectlab.analyze.naming import unique_output_names
+
         self.path = Path(path)
         self.videos = [str(v) for v in videos]
+        self._names = unique_output_names(self.videos)
         self.labels = dict(expressions=expressions, aus=aus, va=va)
         self.outputs: dict[str, Path] = {}
         self._writer = None
         self._annotator = None
         self._fps = None
         self._current = None
+        self._target = None
 
     def target(self, video: str) -> Path:
+        from affectlab.analyze.naming import unique_output_names
+
         if len(self.videos) <= 1:
             return self.path
-        return self.path.with_name(f"{self.path.stem}_{Path(video).stem}{self.path.suffix or '.mp4'}")
+        name = self._names.get(str(video))
+        if name is None:  # not announced: named after the others, which keep their names
+            self.videos.append(str(video))
+            name = self._names[str(video)] = unique_output_names(self.videos)[str(video)]
+        return self.path.with_name(f"{self.path.stem}_{name}{self.path.suffix or '.mp4'}")
+
+    @property
+    def label(self) -> str:
+        return f"the annotated video {self._target or self.path}"
 
     def start_input(self, path, kind, fps):
         self._close_writer()
@@ -82,7 +99,7 @@ class OverlaySink(Sink):
                 continue
             if self._writer is None:
                 h, w = frame.image.shape[:2]
-                out = self.target(self._current)
+                out = self._target = self.target(self._current)
                 self._writer = VideoWriter(out, self._fps or 25.0, w, h)
                 self._annotator = Annotator(**self.labels)
                 self.outputs[self._current] = out
@@ -108,15 +125,29 @@ class OverlaySink(Sink):
 class ReportSink(Sink):
     """Write an HTML report per video (and one for all still images) into a folder."""
 
-    def __init__(self, out_dir, expressions=(), aus=(), columns=()):
+    def __init__(self, out_dir, expressions=(), aus=(), columns=(), inputs: Sequence[str] = ()):
+        from affectlab.analyze.naming import unique_output_names
+
         self.out_dir = Path(out_dir)
+        self._inputs = [str(p) for p in inputs]
+        self._names = unique_output_names(self._inputs, reserved=("index", "images"))
+        self.label = f"the report in {self.out_dir}"
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.expressions, self.aus, self.columns = list(expressions), list(aus), list(columns)
         self._chunks: dict[str, list[pd.DataFrame]] = {}
         self._kind: dict[str, str] = {}
         self._failure: dict[str, str | None] = {}
-        self._taken: set[str] = {"index.html", "images.html"}
         self.pages: dict[str, Path] = {}
+
+    def name(self, path: str) -> str:
+        """The distinct stem of ``path``'s page (:func:`~affectlab.analyze.naming.unique_output_names`)."""
+        from affectlab.analyze.naming import unique_output_names
+
+        if path not in self._names:  # not announced: named after the others, which keep theirs
+            self._inputs.append(path)
+            taken = set(self._names.values()) | {"index", "images"}
+            self._names[path] = unique_output_names(self._inputs, reserved=taken - {None})[path]
+        return self._names[path]
 
     def start_input(self, path, kind, fps):
         self._kind[path] = kind
@@ -137,7 +168,7 @@ class ReportSink(Sink):
         self._failure[path] = failure
         if self._kind.get(path) != "video":
             return
-        out = self.out_dir / (_slug_html(path, self._taken))
+        out = self.out_dir / f"{self.name(path)}.html"
         video_report(self._table([path]), path, out, failure)
         self.pages[path] = out
         self._chunks.pop(path, None)  # the rows of a finished video are not needed again
@@ -152,9 +183,3 @@ class ReportSink(Sink):
                 self.pages[p] = out
         entries = [(p, self.pages[p].name if p in self.pages else None, self._failure.get(p)) for p in self._kind]
         index_page(self.out_dir, entries)
-
-
-def _slug_html(path: str, taken: set[str]) -> str:
-    from affectlab.analyze.report import _slug
-
-    return _slug(Path(path).stem + ".html", taken)

@@ -33,6 +33,33 @@ def table_format(path) -> str:
     return FORMATS[suffix]
 
 
+def check_writable(path, what: str, folder: bool = False) -> Path:
+    """Fail now, before any work, when ``path`` (a file, or a folder with ``folder=True``)
+    cannot be written: creates the folder, writes and removes a hidden probe file in it.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``what`` (``--out``, ``--report`` ...), the path and the reason.
+    """
+    path = Path(path)
+    if not folder and path.is_dir():
+        raise ConfigError(f"{what} {path} is a folder; give a file name")
+    if folder and path.exists() and not path.is_dir():
+        raise ConfigError(f"{what} {path} is a file; give a folder for the report")
+    directory = path if folder else path.parent
+    probe = directory / f".{path.name}.affectlab-check"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+        if not folder and path.exists() and not os.access(path, os.W_OK):
+            raise PermissionError(f"[Errno 13] Permission denied: {str(path)!r}")
+    except OSError as exc:
+        raise ConfigError(f"{what} {path} cannot be written ({exc}); choose a writable place") from None
+    return path
+
+
 class TableWriter:
     """Append DataFrame chunks with fixed ``columns`` to a CSV / Parquet / JSON file.
 
