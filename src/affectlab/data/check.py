@@ -76,7 +76,8 @@ def _load(spec: str, *, decode: bool, progress: bool, options: dict | None = Non
             ds = load_dataset(spec, **(options or {}))
     finally:
         logger.removeHandler(quiet)
-    messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    # a notice about a file shared by several splits comes once per split: show it once
+    messages = list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning)))
     missing = 0
     for m in messages:
         hit = _MISSING_RE.search(m)

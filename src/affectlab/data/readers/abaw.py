@@ -9,6 +9,11 @@ for ``AU1,AU2,AU4,AU6,AU7,AU10,AU12,AU15,AU23,AU24,AU25,AU26`` (-1 missing). Row
 skipped, as are frames with no label in any requested task. Several tasks are merged
 by ``(video, frame)``, leaving the other tasks' labels missing where a task has no row.
 
+A file with only its header (or a header and blank lines) is a video without labels: it
+is skipped with a notice naming it. A blank line between rows is an error (it would shift
+every later frame), a trailing comma on every line is accepted; every bad line of every
+file is listed in one error.
+
 Task folders may be named ``VA``, ``VA_Set`` or ``VA_Estimation_Challenge`` (likewise
 ``EXPR_Classification_Challenge``, ``AU_Detection_Challenge``) and may sit in the root
 or one folder below it (``Third ABAW Annotations/``).
@@ -32,6 +37,7 @@ from affectlab.data.datasets import (
     register_reader,
     scale_va_column,
 )
+from affectlab.data.readers.common import Problems, notice
 from affectlab.data.schema import ALL_EXPRESSIONS, AU_SETS, MISSING_AU, LabelSpace, au_name, native_expressions
 from affectlab.errors import ConfigError, DatasetError, LabelError
 
@@ -80,60 +86,102 @@ def _image_dir(root: Path) -> Path:
     raise DatasetError(f"abaw: no cropped_aligned/ folder in {root}; expected cropped_aligned/<video>/00001.jpg")
 
 
-def read_task_file(source: Path, task: str) -> pd.DataFrame:
-    """One video's annotations as canonical columns plus ``frame`` (1-based); missing codes decoded."""
+def read_task_file(source: Path, task: str, problems: Problems | None = None) -> pd.DataFrame:
+    """One video's annotations as canonical columns plus ``frame`` (1-based); missing codes decoded.
+
+    Problems of the file's rows are added to ``problems`` (raised at once when not given);
+    a header-only file gives an empty table and a notice.
+    """
+    own = problems is None
+    problems = Problems() if own else problems
+    before = len(problems)
+    empty = pd.DataFrame({"frame": np.zeros(0, dtype=np.int64)})
     with open(source, encoding="utf-8", errors="replace") as fh:
         header = fh.readline().strip()
     names = [h.strip() for h in header.split(",")]
+    while len(names) > 1 and names[-1] == "":
+        names.pop()  # a trailing comma on the header
     expected = {"VA": 2, "EXPR": None, "AU": 12}[task]
     if task == "VA" and [n.lower() for n in names] != ["valence", "arousal"]:
-        raise DatasetError(f"{source}:1: expected the header 'valence,arousal', got {header!r}")
+        problems.add(f"{source}:1: expected the header 'valence,arousal', got {header!r}")
     if task == "AU":
         try:
             aus = [au_name(n) for n in names]
         except LabelError:
-            raise DatasetError(f"{source}:1: expected a header of AU names like 'AU1,AU2,AU4,...', got {header!r}") from None
-        if len(aus) != expected:
-            raise DatasetError(f"{source}:1: expected 12 AU columns ({','.join(AU_SETS['abaw12'])}), got {len(aus)}")
-    try:
-        raw = pd.read_csv(source, header=None, skiprows=1, dtype=str, keep_default_na=False, skip_blank_lines=False)
-    except pd.errors.EmptyDataError:
-        raw = pd.DataFrame()
-    except pd.errors.ParserError as exc:
-        raise parser_error(source, exc, f"one {task} row per frame") from None
-    # trailing blank lines are harmless; blank lines inside the file are not
-    while len(raw) and (raw.iloc[-1].astype(str).str.strip() == "").all():
-        raw = raw.iloc[:-1]
+            problems.add(f"{source}:1: expected a header of AU names like 'AU1,AU2,AU4,...', got {header!r}")
+            aus = []
+        if aus and len(aus) != expected:
+            problems.add(f"{source}:1: expected 12 AU columns ({','.join(AU_SETS['abaw12'])}), got {len(aus)}")
+    if len(problems) > before:
+        if own:
+            problems.raise_if_any()
+        return empty
     width = 1 if task == "EXPR" else expected
-    if len(raw) and raw.shape[1] != width:
-        raise DatasetError(f"{source}: rows have {raw.shape[1]} fields, expected {width} for {task}")
-    numeric = raw.apply(lambda c: pd.to_numeric(c.str.strip(), errors="coerce")) if len(raw) else raw
-    if len(raw) and numeric.isna().any(axis=None):
-        row = int(np.flatnonzero(numeric.isna().any(axis=1).to_numpy())[0])
-        raise DatasetError(
-            f"{source}:{row + 2}: expected {width} comma-separated number(s) for {task}, got {','.join(raw.iloc[row])!r}"
+    try:
+        # one spare column: a trailing comma lands there (accepted), a real extra field is reported
+        raw = pd.read_csv(
+            source, header=None, skiprows=1, dtype=str, keep_default_na=False, skip_blank_lines=False,
+            names=list(range(width + 1)),
         )
+    except pd.errors.EmptyDataError:
+        raw = pd.DataFrame(columns=list(range(width + 1)))
+    except pd.errors.ParserError as exc:
+        problems.add(str(parser_error(source, exc, f"one {task} row per frame")))
+        if own:
+            problems.raise_if_any()
+        return empty
+    text = raw.apply(lambda c: c.str.strip())
+    blank = (text == "").all(axis=1).to_numpy()
+    # trailing blank lines are harmless; blank lines inside the file are not
+    n = len(blank)
+    while n and blank[n - 1]:
+        n -= 1
+    raw, text, blank = raw.iloc[:n], text.iloc[:n], blank[:n]
+    if n == 0:
+        notice(f"{source}: only a header, no frame rows; video {source.stem!r} has no {task} labels")
+        return empty
+    what = {"VA": "valence,arousal", "EXPR": "one expression code", "AU": f"{width} AU values"}[task]
+    for pos in np.flatnonzero(blank):
+        problems.add(
+            f"{source}:{pos + 2}: blank line between frame rows; expected {what} (line k+1 is frame k, so a blank "
+            "line shifts every later frame)"
+        )
+    extra = (text[width] != "").to_numpy() & ~blank
+    for pos in np.flatnonzero(extra):
+        fields = ",".join(raw.iloc[pos]).rstrip(",")
+        problems.add(f"{source}:{pos + 2}: more than {width} field(s) for {task}, got {fields!r}; expected {what}")
+    numeric = text[list(range(width))].apply(lambda c: pd.to_numeric(c, errors="coerce"))
+    bad = numeric.isna().any(axis=1).to_numpy() & ~blank & ~extra
+    for pos in np.flatnonzero(bad):
+        fields = ",".join(raw.iloc[pos, :width])
+        problems.add(
+            f"{source}:{pos + 2}: expected {width} comma-separated number(s) for {task} ({what}), got {fields!r}"
+        )
+    if len(problems) > before:
+        if own:
+            problems.raise_if_any()
+        return empty
     out = pd.DataFrame({"frame": np.arange(1, len(raw) + 1, dtype=np.int64)})
-    if task == "VA":
-        out["valence"] = scale_va_column(numeric[0], "abaw", source=source, name="valence")
-        out["arousal"] = scale_va_column(numeric[1], "abaw", source=source, name="arousal")
-        out = out.loc[out["valence"].notna() | out["arousal"].notna()]
-    elif task == "EXPR":
-        out["expression"] = map_codes(numeric[0], "abaw", source=source).to_numpy()
-        out = out.loc[out["expression"].notna()]
-    else:
-        values = numeric.to_numpy(dtype=np.float64)
-        bad = ~np.isin(values, (0.0, 1.0, float(MISSING_AU)))
-        if bad.any():
-            row, col = np.argwhere(bad)[0]
-            raise LabelError(
-                f"{source}:{row + 2}: {aus[col]} value {values[row, col]:g} is not 0, 1 or -1 (missing)",
-                dataset="abaw",
-                value=float(values[row, col]),
-            )
-        for j, name in enumerate(aus):
-            out[name] = values[:, j].astype(np.int8)
-        out = out.loc[(values != MISSING_AU).any(axis=1)]
+    with problems.collect():
+        if task == "VA":
+            out["valence"] = scale_va_column(numeric[0], "abaw", source=source, name="valence")
+            out["arousal"] = scale_va_column(numeric[1], "abaw", source=source, name="arousal")
+            out = out.loc[out["valence"].notna() | out["arousal"].notna()]
+        elif task == "EXPR":
+            out["expression"] = map_codes(numeric[0], "abaw", source=source).to_numpy()
+            out = out.loc[out["expression"].notna()]
+        else:
+            values = numeric.to_numpy(dtype=np.float64)
+            bad = ~np.isin(values, (0.0, 1.0, float(MISSING_AU)))
+            for row, col in np.argwhere(bad):
+                problems.add(f"{source}:{row + 2}: {aus[col]} value {values[row, col]:g} is not 0, 1 or -1 (missing)", LabelError)
+            for j, name in enumerate(aus):
+                out[name] = values[:, j].astype(np.int8)
+            out = out.loc[(values != MISSING_AU).any(axis=1)]
+    if len(problems) > before:
+        if own:
+            problems.raise_if_any()
+        return empty
     return out
 
 
@@ -148,9 +196,12 @@ def read_task(root: Path, task: str, split: str, image_dir: Path, folders: dict[
     files = sorted(p for p in sdir.iterdir() if p.suffix == ".txt")
     parts = []
     skipped = 0
+    problems = Problems()
     for f in files:
         video = f.stem
-        table = read_task_file(f, task)
+        table = read_task_file(f, task, problems)
+        if problems:
+            continue  # keep checking the other files; nothing is returned
         if video not in folders:
             listing = image_dir / video
             folders[video] = set(os.listdir(listing)) if listing.is_dir() else set()
@@ -160,6 +211,7 @@ def read_task(root: Path, task: str, split: str, image_dir: Path, folders: dict[
         table = table.loc[has]
         table.insert(0, "video", video)
         parts.append(table)
+    problems.raise_if_any()
     log.info("abaw %s %s: %d files, %d labelled frames without an image skipped", task, split, len(files), skipped)
     if not parts:
         return pd.DataFrame(columns=["video", "frame"])

@@ -27,6 +27,7 @@ from affectlab.data.datasets import (
     register_reader,
     scale_va_column,
 )
+from affectlab.data.readers.common import Problems, allow_outside, check_inside_root
 from affectlab.data.schema import LabelSpace, native_expressions
 from affectlab.errors import ConfigError, DatasetError
 
@@ -96,13 +97,16 @@ def read_affectnet_csv(source: Path) -> tuple[pd.DataFrame, int]:
     split_aliases={"training": "train", "validation": "val", "valid": "val"},
     aliases={"affectnet8": {"variant": 8}, "affectnet7": {"variant": 7}},
 )
-def read_affectnet(root: Path, split: str, *, variant: int = 8) -> ReadResult:
+def read_affectnet(root: Path, split: str, *, variant: int = 8, allow_outside_root: bool | None = None) -> ReadResult:
     """Read one AffectNet split.
 
     Parameters
     ----------
     variant : {8, 7}
         AffectNet-8 (all eight classes) or AffectNet-7 (contempt dropped).
+    allow_outside_root : bool, optional
+        Accept image paths that leave the dataset root (``../x.jpg``, absolute paths
+        elsewhere); default: refused unless ``AFFECTLAB_ALLOW_OUTSIDE_ROOT=1``.
     """
     if str(variant) not in ("7", "8"):
         raise ConfigError(f"affectnet variant must be 7 or 8, got {variant!r}")
@@ -138,6 +142,12 @@ def read_affectnet(root: Path, split: str, *, variant: int = 8) -> ReadResult:
         )
     image_dir = _find(root, _IMAGE_DIRS, "") or root / "Manually_Annotated_Images"
     paths = [os.path.normpath(os.path.join(image_dir, p.strip())) for p in table["subDirectory_filePath"]]
+    problems = Problems()
+    check_inside_root(
+        paths, root, allow=allow_outside(allow_outside_root), where=lambda k: f"{source}:{first_line + k}",
+        problems=problems, written=[p.strip() for p in table["subDirectory_filePath"]],
+    )
+    problems.raise_if_any()
     labels = canonical_table(
         paths,
         expression=names.to_numpy(),

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from affectlab.data.datasets import ReadResult, canonical_table, parser_error, register_reader
+from affectlab.data.readers.common import Problems, allow_outside, check_inside_root
 from affectlab.data.schema import ALL_EXPRESSIONS, LabelSpace, au_name, au_set, canonical_expression
 from affectlab.errors import DatasetError, LabelError
 
@@ -29,13 +30,16 @@ _REQUIRED = ("file", "subject", "sequence", "frame", "emotion", "aus")
     "AUs over the CK+ 23-AU set; no splits (split by subject)",
     aliases={"ck+": {}, "ckplus48": {}},
 )
-def read_ckplus(root: Path, split: str | None, *, aus: str = "ckplus23") -> ReadResult:
+def read_ckplus(root: Path, split: str | None, *, aus: str = "ckplus23", allow_outside_root: bool | None = None) -> ReadResult:
     """Read CK+48 with expression and AU labels.
 
     Parameters
     ----------
     aus : str
         AU set whose members become ``AU<k>`` columns (listed AUs outside it are an error).
+    allow_outside_root : bool, optional
+        Accept image paths that leave the dataset root (``../x.jpg``, absolute paths
+        elsewhere); default: refused unless ``AFFECTLAB_ALLOW_OUTSIDE_ROOT=1``.
     """
     source = root / LABEL_FILE if root.is_dir() else root
     if not source.is_file():
@@ -72,8 +76,15 @@ def read_ckplus(root: Path, split: str | None, *, aus: str = "ckplus23") -> Read
             raise LabelError(f"{source}:{pos + 2}: {exc}", dataset="ckplus", value=value) from None
     base = source.parent
     extra = {c: table[c].to_numpy() for c in table.columns if c not in ("file", "emotion", "aus", "sequence")}
+    paths = [os.path.normpath(os.path.join(base, f)) for f in table["file"].astype(str)]
+    problems = Problems()
+    check_inside_root(
+        paths, base, allow=allow_outside(allow_outside_root), where=lambda k: f"{source}:{k + 2}", problems=problems,
+        written=list(table["file"].astype(str)),
+    )
+    problems.raise_if_any()
     labels = canonical_table(
-        [os.path.normpath(os.path.join(base, f)) for f in table["file"].astype(str)],
+        paths,
         expression=table["emotion"].map(names),
         aus={a: present[:, j] for j, a in enumerate(au_names)},
         video=table["sequence"].to_numpy(),

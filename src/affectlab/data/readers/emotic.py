@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from affectlab.data.datasets import ReadResult, SplitAbsent, canonical_table, parser_error, register_reader
+from affectlab.data.readers.common import Problems, allow_outside, check_inside_root
 from affectlab.data.schema import EMOTIC_CATEGORIES, LabelSpace, scale_va
 from affectlab.errors import DatasetError, LabelError
 
@@ -52,8 +53,17 @@ def _image_base(csv_dir: Path, root: Path, folder: str, filename: str) -> Path:
     splits=("train", "val", "test"),
     split_aliases={"training": "train", "validation": "val", "valid": "val"},
 )
-def read_emotic(root: Path, split: str, *, crop_body: bool = True) -> ReadResult:
-    """Read one EMOTIC split; ``crop_body=False`` keeps the whole image (box columns dropped)."""
+def read_emotic(root: Path, split: str, *, crop_body: bool = True, allow_outside_root: bool | None = None) -> ReadResult:
+    """Read one EMOTIC split.
+
+    Parameters
+    ----------
+    crop_body : bool
+        False keeps the whole image (box columns dropped).
+    allow_outside_root : bool, optional
+        Accept image paths that leave the dataset root (``../x.jpg``, absolute paths
+        elsewhere); default: refused unless ``AFFECTLAB_ALLOW_OUTSIDE_ROOT=1``.
+    """
     source = next((root / d / f"{split}.csv" for d in _CSV_DIRS if (root / d / f"{split}.csv").is_file()), None)
     if source is None:
         raise SplitAbsent(f"emotic: no {split}.csv under {root} (looked in {', '.join(_CSV_DIRS)})")
@@ -103,6 +113,12 @@ def read_emotic(root: Path, split: str, *, crop_body: bool = True) -> ReadResult
     else:
         base = root
     paths = [os.path.normpath(os.path.join(base, f.strip(), name.strip())) for f, name in zip(table["Folder"], table["Filename"])]
+    problems = Problems()
+    check_inside_root(
+        paths, base, allow=allow_outside(allow_outside_root), where=lambda k: f"{source}:{k + 2}", problems=problems,
+        written=[f"{f.strip()}/{name.strip()}" for f, name in zip(table["Folder"], table["Filename"])],
+    )
+    problems.raise_if_any()
     extra = {c.lower().replace(" ", "_"): table[c].to_numpy() for c in ("Gender", "Age") if c in table.columns}
     if crop_body:
         extra.update(x=box[:, 0], y=box[:, 1], w=box[:, 2], h=box[:, 3])

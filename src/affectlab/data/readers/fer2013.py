@@ -4,6 +4,10 @@
 1 disgust, 2 fear, 3 happy, 4 sad, 5 surprise, 6 neutral; ``Usage`` is Training /
 PublicTest / PrivateTest, read as the splits train / val / test (change with
 ``usage={"train": "Training", ...}``). The rows' ``path`` is ``<csv>#<line>``.
+
+Rows with an empty ``Usage`` belong to no split: they are skipped with a notice naming
+their lines; exactly duplicated rows are kept with a notice. Every bad row of the split
+is listed in one error.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from affectlab.data.datasets import (
     parser_error,
     register_reader,
 )
+from affectlab.data.readers.common import Problems, notice, report_duplicates
 from affectlab.data.schema import ALL_EXPRESSIONS, LabelSpace, native_expressions
 from affectlab.errors import ConfigError, DatasetError
 
@@ -82,16 +87,35 @@ def read_fer2013(root: Path, split: str, *, usage: Mapping[str, str] | None = No
         raise DatasetError(f"{source}: missing column(s) {absent}; expected header emotion,pixels,Usage")
     usages = table["Usage"].str.strip()
     known = set(mapping.values()) | set(DEFAULT_USAGE.values())
+    problems = Problems()
     unknown = usages[~usages.isin(known) & (usages != "")]
-    if len(unknown):
-        pos = int(unknown.index[0])
-        raise DatasetError(f"{source}:{pos + 2}: Usage {unknown.iloc[0]!r} is not one of {sorted(known)}")
+    for pos, value in unknown.items():
+        problems.add(f"{source}:{int(pos) + 2}: Usage {value!r} is not one of {sorted(known)}")
+    problems.raise_if_any()
+    blank = np.flatnonzero((usages == "").to_numpy())
+    if blank.size:
+        shown = ", ".join(str(r + 2) for r in blank[:10]) + (f", ... and {blank.size - 10} more" if blank.size > 10 else "")
+        rows_were = "1 row with an empty Usage belongs to no split and was" if blank.size == 1 else (
+            f"{blank.size} rows with an empty Usage belong to no split and were"
+        )
+        notice(f"{source}: {rows_were} skipped (line{'s' if blank.size != 1 else ''} {shown}); give them one of {sorted(known)}")
     rows = np.flatnonzero((usages == mapping[split]).to_numpy())
     if rows.size == 0:
         raise SplitAbsent(f"fer2013: no rows with Usage {mapping[split]!r} in {source}")
     sub = table.iloc[rows]
-    names = map_codes(sub["emotion"], "fer2013", source=source, lines=rows + 2)
-    images = np.stack([decode_pixels(t, where=f"{source}:{r + 2}") for r, t in zip(rows, sub["pixels"])])
+    names = None
+    with problems.collect():
+        names = map_codes(sub["emotion"], "fer2013", source=source, lines=rows + 2)
+    images = []
+    for r, t in zip(rows, sub["pixels"]):
+        with problems.collect():
+            images.append(decode_pixels(t, where=f"{source}:{r + 2}"))
+    problems.raise_if_any()
+    images = np.stack(images)
+    report_duplicates(
+        list(zip(sub["emotion"].astype(str), sub["pixels"].str.strip())), source=source,
+        line_of=lambda k: int(rows[k]) + 2, what=f"the same emotion and pixels in {mapping[split]}",
+    )
     labels = canonical_table([f"{source}#{r + 2}" for r in rows], expression=names.to_numpy())
     present = set(native_expressions("fer2013"))
     space = LabelSpace(expressions=tuple(e for e in ALL_EXPRESSIONS if e in present))

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from affectlab.data.datasets import ReadResult, SplitAbsent, canonical_table, register_reader
+from affectlab.data.readers.common import Problems, allow_outside, check_inside_root
 from affectlab.data.schema import ALL_EXPRESSIONS, LabelSpace, expression_from_code, native_expressions
 from affectlab.errors import DatasetError, LabelError
 
@@ -29,6 +30,7 @@ def _base(root: Path) -> Path:
 def read_partition(source: Path) -> list[tuple[int, str, str]]:
     """``(line, file name, canonical expression)`` for every line of the partition file."""
     out = []
+    problems = Problems()
     with open(source, encoding="utf-8", errors="replace") as fh:
         for lineno, line in enumerate(fh, start=1):
             text = line.strip()
@@ -36,12 +38,15 @@ def read_partition(source: Path) -> list[tuple[int, str, str]]:
                 continue
             parts = text.split()
             if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-                raise DatasetError(f"{source}:{lineno}: expected '<name>.jpg <code 1-7>' like 'train_00001.jpg 5', got {text!r}")
+                problems.add(f"{source}:{lineno}: expected '<name>.jpg <code 1-7>' like 'train_00001.jpg 5', got {text!r}")
+                continue
             try:
                 name = expression_from_code("rafdb", int(parts[1]))
             except LabelError as exc:
-                raise LabelError(f"{source}:{lineno}: {exc}", dataset="rafdb", value=parts[1]) from None
+                problems.add(f"{source}:{lineno}: {exc}", LabelError)
+                continue
             out.append((lineno, parts[0], name))
+    problems.raise_if_any()
     return out
 
 
@@ -53,8 +58,17 @@ def read_partition(source: Path) -> list[tuple[int, str, str]]:
     split_aliases={"training": "train", "testing": "test"},
     aliases={"raf-db": {}, "raf": {}},
 )
-def read_rafdb(root: Path, split: str, *, aligned: bool = True) -> ReadResult:
-    """Read one RAF-DB split; ``aligned=False`` uses the original (uncropped) images."""
+def read_rafdb(root: Path, split: str, *, aligned: bool = True, allow_outside_root: bool | None = None) -> ReadResult:
+    """Read one RAF-DB split.
+
+    Parameters
+    ----------
+    aligned : bool
+        False uses the original (uncropped) images.
+    allow_outside_root : bool, optional
+        Accept image paths that leave the dataset root (``../x.jpg``, absolute paths
+        elsewhere); default: refused unless ``AFFECTLAB_ALLOW_OUTSIDE_ROOT=1``.
+    """
     base = _base(root)
     rows = [r for r in read_partition(base / LABEL_FILE) if r[1].startswith(f"{split}_")]
     if not rows:
@@ -65,8 +79,15 @@ def read_rafdb(root: Path, split: str, *, aligned: bool = True) -> ReadResult:
     else:
         folder = base / "Image" / "original"
         files = [name for _, name, _ in rows]
+    paths = [os.path.normpath(os.path.join(folder, f)) for f in files]
+    problems = Problems()
+    check_inside_root(
+        paths, base, allow=allow_outside(allow_outside_root), where=lambda k: f"{base / LABEL_FILE}:{rows[k][0]}",
+        problems=problems, written=[name for _, name, _ in rows],
+    )
+    problems.raise_if_any()
     labels = canonical_table(
-        [os.path.join(folder, f) for f in files],
+        paths,
         expression=[e for _, _, e in rows],
     )
     # RAF-DB's classes are the 7 basic ones (no contempt), in canonical order
