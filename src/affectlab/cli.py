@@ -78,6 +78,11 @@ def analyze_cmd(
     resume: bool = typer.Option(
         False, "--resume", help="Continue an interrupted run: keep the inputs finished in --out, analyse the rest."
     ),
+    engine: Optional[str] = typer.Option(
+        None, "--engine", help="Corpus run, --out DIR gets one Parquet per input + index.csv: local (this process) "
+        "or ray (a Ray cluster; pip install 'affectlab[cluster]')."),
+    address: Optional[str] = typer.Option(None, "--address", help="--engine ray: join this Ray cluster (e.g. auto)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="--engine ray: worker processes."),
 ):
     """Find faces in images and videos and predict expressions, valence/arousal and AUs.
 
@@ -102,7 +107,24 @@ def analyze_cmd(
     * `affectlab analyze clip.mp4 -m runs/base --out t.csv --video-out annotated.mp4 --smooth 9`
     * already-cropped faces: `affectlab analyze faces/ -m runs/base --detector none --out t.csv`
     * after Ctrl-C at video 40 of 50: `affectlab analyze videos/ -m runs/base --out all.csv --resume`
+
+    Corpora (hundreds of recordings): `--engine local|ray --out DIR` writes one Parquet
+    table per input and `DIR/index.csv` (input, rows, frames, status, seconds, error) as
+    each input finishes; inputs may include `.txt` files listing one input per line.
+    Running the same command again skips finished inputs and redoes failed or cut ones.
+    `--engine ray` starts a local Ray cluster of --workers CPUs, or joins `--address`:
+
+    * `affectlab analyze recordings.txt --engine ray --workers 8 --out results/`
     """
+    if engine is not None:
+        return _analyze_corpus(inputs, model, out, engine=engine, address=address, workers=workers,
+                               unsupported={"--video-out": video_out, "--report": report, "--resume": resume or None},
+                               detector=detector, every=every, start=start, end=end, smooth=smooth,
+                               batch_size=batch_size, device=device, threads=threads, progress=not quiet)
+    if address is not None or workers is not None:
+        from affectlab.errors import ConfigError
+
+        raise ConfigError("--address and --workers need --engine ray")
     from rich.markup import escape
 
     from affectlab.analyze.api import run_cli
@@ -139,6 +161,34 @@ def analyze_cmd(
     for failure in info["failures"]:
         console.print(f"[bold red]failed:[/bold red] {failure}", highlight=False, soft_wrap=True)
     if info["failures"]:
+        raise typer.Exit(code=1)
+
+
+def _analyze_corpus(inputs, model, out, *, engine, address, workers, unsupported, smooth, threads, **options):
+    from affectlab.analyze.corpus import run_corpus
+    from affectlab.errors import ConfigError
+
+    given = [flag for flag, value in unsupported.items() if value is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)} cannot be combined with --engine: a corpus run writes one table per "
+                          "input into --out DIR and continues by itself when run again")
+    if out is None:
+        raise ConfigError("--engine needs --out DIR: the folder of the per-input tables and index.csv")
+    if smooth is not None and str(smooth).strip().lower() != "auto":
+        try:
+            smooth = float(smooth)
+        except ValueError:
+            raise ConfigError(f"--smooth must be a number >= 0 or 'auto', got {smooth!r}") from None
+    result = run_corpus(inputs, out, engine=engine, model=model, address=address, workers=workers, smooth=smooth,
+                        threads=threads or 1, **options)
+    s = result.summary()
+    kept = f", {s['kept']} kept from before" if s["kept"] else ""
+    console.print(f"[green]{s['analysed']} inputs analysed ({s['frames']} frames, {s['rows']} rows, "
+                  f"{s['seconds']:.1f} s, {s['workers']} worker(s)){kept}[/green] -> {out}/index.csv", highlight=False)
+    for entry in result.failed:
+        console.print(f"[bold red]failed:[/bold red] {entry['input']}: {entry['error']}", highlight=False,
+                      soft_wrap=True)
+    if result.failed:
         raise typer.Exit(code=1)
 
 
