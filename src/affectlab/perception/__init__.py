@@ -1,0 +1,1 @@
+"""Pretrained face models: detectors, alignment, landmarks, head pose, blendshapes, AUs."""
