@@ -233,3 +233,99 @@ def test_sidecar_cut_by_a_kill_mid_append_keeps_its_whole_entries(videos, predic
     assert table.model_info["stats"]["inputs"] == 1  # only the third video was analysed again
     pd.testing.assert_frame_equal(_read(out), _read(full))
     assert [e["rows"] for e in json.loads(sidecar.read_text())["finished"]] == [N_FRAMES] * 3
+
+
+_SLOW_CLI = """
+import sys, time
+from affectlab.analyze import pipeline
+real = pipeline.iter_frames
+def slow(*args, **kwargs):
+    for frame in real(*args, **kwargs):
+        time.sleep(0.04)  # time for the test to kill the run mid-way
+        yield frame
+pipeline.iter_frames = slow
+from affectlab.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_parquet_keeps_the_finished_inputs_through_kill_9(videos, model_file, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from affectlab.analyze.resume import read_progress
+
+    out = tmp_path / "t.parquet"
+    src = Path(affectlab.__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
+    args = [*map(str, videos), "--model", str(model_file), "--detector", "none", "--out", str(out), "--batch-size", "4"]
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_CLI, "analyze", *args, "-q"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if len(read_progress(out)["finished"]) >= 1:
+                    break
+            except ConfigError:
+                pass
+            time.sleep(0.01)
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    finished = [e["input"] for e in read_progress(out)["finished"]]
+    assert 1 <= len(finished) < len(videos)
+    # the finished inputs' rows are on disk and readable
+    survived = _read(out)
+    assert survived["input"].value_counts().get(str(videos[0]), 0) == N_FRAMES
+    table = affectlab.analyze(videos, str(model_file), detector="none", out=out, batch_size=4, progress=False,
+                              resume=True)
+    assert table.model_info["resume"]["kept_inputs"] == len(finished)
+    assert not (tmp_path / "t.parquet.parts").exists()  # assembled into the file
+    affectlab.analyze(videos, str(model_file), detector="none", out=tmp_path / "one.parquet", batch_size=4,
+                      progress=False)
+    pd.testing.assert_frame_equal(_read(out), _read(tmp_path / "one.parquet"))
+
+
+@pytest.mark.parametrize("damage", ["empty-predictions", "text-in-a-number", "empty-face-id", "cut-last-line"])
+def test_resume_redoes_an_input_with_damaged_rows(videos, predictor, tmp_path, damage):
+    inputs = videos[:2]
+    full = tmp_path / "full.csv"
+    _run(inputs, predictor, full)
+    out = tmp_path / "t.csv"
+    _run(inputs, predictor, out)
+    lines = out.read_text().splitlines()
+    header = lines[0].split(",")
+    k = N_FRAMES  # the last row of the first video
+    fields = lines[k].split(",")
+    if damage == "empty-predictions":
+        first = header.index("score") + 1
+        fields[first:] = [""] * (len(fields) - first)
+    elif damage == "text-in-a-number":
+        fields[header.index("valence")] = "n/a"
+    elif damage == "empty-face-id":
+        fields[header.index("face")] = ""
+    if damage == "cut-last-line":
+        k = len(lines) - 1  # a finished table whose last line lost its end
+        text = "\n".join(lines[:-1]) + "\n" + lines[-1][: len(lines[-1]) // 2]
+    else:
+        lines[k] = ",".join(fields)
+        text = "\n".join(lines) + "\n"
+    out.write_text(text)
+    damaged = str(videos[0]) if k == N_FRAMES else str(videos[1])
+    table = _run(inputs, predictor, out, resume=True)
+    assert table.model_info["resume"]["kept_inputs"] == 1 and table.model_info["stats"]["inputs"] == 1
+    assert table.model_info["resume"]["dropped_rows"] == (N_FRAMES if damage != "cut-last-line" else N_FRAMES - 1)
+    back = _read(out)
+    pd.testing.assert_frame_equal(back.sort_values(["input", "frame"]).reset_index(drop=True),
+                                  _read(full).sort_values(["input", "frame"]).reset_index(drop=True))
+    assert back.loc[back["input"] == damaged, "valence"].notna().all()

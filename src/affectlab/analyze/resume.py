@@ -4,18 +4,19 @@ Every run that writes a table also keeps a small sidecar, ``<out>.progress.json`
 settings that decide the rows (model weights, columns, detector, ``every``, time window,
 smoothing) and, as each input finishes, its name and row count. An input is *finished*
 once all its rows were handed to the table writer, so the sidecar never runs ahead of
-the table on disk (except for Parquet, whose footer is only written on close; the row
-counts below catch that). Parquet tables survive Ctrl-C and errors, but not a kill
-(``kill -9``, out of memory): the file then has no footer and cannot be resumed; CSV and
-JSON tables can.
+the table on disk (a Parquet table keeps each finished input in a part file until the
+run ends, see :mod:`affectlab.analyze.writers`; the row counts below catch a part not
+yet in place). CSV, JSON and Parquet tables all survive Ctrl-C, errors and kills.
 
 Resuming reads the table and the sidecar and keeps the rows of the finished inputs
-whose row count in the table matches the sidecar; every other row (an input cut
-mid-way) is dropped and that input is analysed again from its start, so face ids,
-tracking and smoothing are exactly those of one uninterrupted run. Inputs that failed
-(an unreadable file) count as finished, as in a single run, and are not retried.
-Rewrites go through a temporary file and :func:`os.replace`, so a second interruption
-still leaves a valid table.
+whose row count in the table matches the sidecar and whose rows are whole (no cut
+line, no face without its predictions, numbers where numbers belong:
+:func:`damaged_inputs`); every other row is dropped and that input is analysed again
+from its start, so face ids, tracking and smoothing are exactly those of one
+uninterrupted run. Inputs that failed (an unreadable file) count as finished, as in a
+single run, and are not retried; an output that failed (a full disk) is not an input
+failure, and its input is analysed again. Rewrites go through a temporary file and
+:func:`os.replace`, so a second interruption still leaves a valid table.
 """
 
 from __future__ import annotations
@@ -23,13 +24,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 from affectlab.analyze.pipeline import Sink
+from affectlab.analyze.sinks import TableSink
 from affectlab.analyze.table import column_dtypes
 from affectlab.errors import ConfigError
 
@@ -194,13 +198,22 @@ def read_table(out: Path, fmt: str) -> tuple[pd.DataFrame, bool]:
     """The rows of ``out`` and whether the file is well formed (can be appended to)."""
     try:
         if fmt == "parquet":
-            return pd.read_parquet(out), True
+            from affectlab.analyze.writers import read_parquet_table
+
+            return read_parquet_table(out), True
         if fmt == "csv":
-            clean = out.read_bytes()[-1:] == b"\n"
+            with open(out, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                if f.tell():
+                    f.seek(-1, os.SEEK_END)
+                ends_whole = f.read(1) == b"\n"
             try:
-                return pd.read_csv(out), clean
+                df, clean = pd.read_csv(out), ends_whole
             except pd.errors.ParserError:
-                return pd.read_csv(out, on_bad_lines="skip", engine="python"), False
+                df, clean = pd.read_csv(out, on_bad_lines="skip", engine="python"), False
+            if not ends_whole and len(df):
+                df = df.iloc[:-1]  # a line cut by a kill: pandas would fill its missing fields with NaN
+            return df, clean
         try:
             return pd.read_json(out, orient="records"), True
         except ValueError:
@@ -226,6 +239,37 @@ def retype(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
         else:
             out[c] = col.astype(dtypes[c])
     return pd.DataFrame(out, index=range(len(df)), columns=list(columns))
+
+
+#: columns every row with a face (``face >= 0``) has a value in
+def _required(columns: Sequence[str]) -> list[str]:
+    return [c for c in columns if c in ("x", "y", "w", "h", "score", "expression", "valence", "arousal")
+            or c.startswith("expr_") or re.fullmatch(r"AU\d+", c)]
+
+
+def damaged_inputs(df: pd.DataFrame, columns: Sequence[str]) -> set[str]:
+    """Inputs with a row that the pipeline cannot have written: a number column holding
+    text, a missing or fractional frame / face number, a face without its box, score or
+    predictions (a cut or edited line). Their rows are dropped and they are analysed again."""
+    dtypes = column_dtypes(columns)
+    bad = np.zeros(len(df), dtype=bool)
+    for c in columns:
+        if c not in df.columns or dtypes[c] is object:
+            continue
+        col = df[c]
+        v = pd.to_numeric(col, errors="coerce")
+        bad |= (v.isna() & col.notna()).to_numpy()  # not a number
+        if dtypes[c] in (np.int64, "Int64"):
+            frac = (v.notna() & (v != np.round(v))).to_numpy()
+            bad |= frac
+            if dtypes[c] is np.int64:
+                bad |= v.isna().to_numpy()
+    face = pd.to_numeric(df["face"], errors="coerce").fillna(-1).to_numpy() if "face" in df.columns else np.full(len(df), -1)
+    has_face = face >= 0
+    for c in _required(columns):
+        if c in df.columns:
+            bad |= has_face & df[c].isna().to_numpy()
+    return set(df.loc[bad, "input"].dropna().astype(str)) if "input" in df.columns else set()
 
 
 @dataclass
@@ -291,21 +335,31 @@ def plan_resume(out, settings: Mapping[str, Any], paths: Sequence[Path]) -> Resu
                 "run without --resume to start over"
             )
     counts = df["input"].astype(str).value_counts() if len(df) else pd.Series(dtype=int)
+    damaged = damaged_inputs(df, columns) if len(df) else set()
     finished, seen = [], set()
     for entry in progress["finished"]:
         try:
             name, rows = str(entry["input"]), int(entry["rows"])
         except (KeyError, TypeError, ValueError):
             continue
-        if name not in seen and int(counts.get(name, 0)) == rows:
+        if name not in seen and name not in damaged and int(counts.get(name, 0)) == rows:
             seen.add(name)
             finished.append(dict(entry, input=name, rows=rows))
     keep = df["input"].astype(str).isin(seen).to_numpy() if len(df) else []
-    kept = retype(df[keep] if len(df) else df, columns)
+    try:
+        kept = retype(df[keep] if len(df) else df, columns)
+    except (TypeError, ValueError) as exc:  # damaged_inputs should have caught it: still one clear line
+        raise ConfigError(f"cannot resume {out}: its rows cannot be read back ({type(exc).__name__}: {exc}); "
+                          "run without --resume to start over") from None
     done = {str(e.get("resolved") or Path(e["input"]).resolve()) for e in finished}
     remaining = [p for p in paths if str(Path(p).resolve()) not in done]
     dropped = len(df) - len(kept)
-    return ResumePlan(out, fmt, kept, finished, remaining, dropped, rewrite=dropped > 0 or not clean)
+    parts = False
+    if fmt == "parquet":
+        from affectlab.analyze.writers import parts_dir
+
+        parts = parts_dir(out).is_dir()  # a killed run's parts: assemble them even with nothing left to do
+    return ResumePlan(out, fmt, kept, finished, remaining, dropped, rewrite=dropped > 0 or not clean or parts)
 
 
 def replay(plan: ResumePlan, sinks: Sequence[Sink]) -> None:
@@ -326,42 +380,27 @@ def replay(plan: ResumePlan, sinks: Sequence[Sink]) -> None:
             s.end_input(name, entry.get("failure"))
 
 
-class ResumeTableSink(Sink):
+class ResumeTableSink(TableSink):
     """The table of a resumed run: the kept rows, then the new ones.
 
-    CSV and JSON: when rows must go, the kept rows are first written to a temporary
-    file that replaces ``out``; new rows are then appended in place as in a fresh run.
-    Parquet cannot be appended to: kept and new rows go to a temporary file that
-    replaces ``out`` when the run ends (also after Ctrl-C), so until then ``out`` still
-    holds the table the run started from.
+    When rows must go (or a Parquet table has parts of a killed run), the kept rows are
+    first written to a temporary file that replaces ``out``; new rows are then appended
+    as in a fresh run (CSV, JSON in place; Parquet in parts assembled at the end).
     """
 
     def __init__(self, plan: ResumePlan, columns: Sequence[str]):
-        from affectlab.analyze.writers import TableWriter
+        from affectlab.analyze.writers import TableWriter, assemble_parts, parquet_schema, typed_frame
 
         out = plan.out
-        self.label = str(out)
-        self._target = None
         if plan.format == "parquet":
-            self.writer = TableWriter(_temp_path(out), columns)
-            self.writer.write(plan.kept)
-            self._target = out
-            return
-        if plan.rewrite:
+            if plan.rewrite:
+                assemble_parts(out, parquet_schema(columns), base=typed_frame(plan.kept, columns))
+        elif plan.rewrite:
             tmp = _temp_path(out)
             with TableWriter(tmp, columns) as w:
                 w.write(plan.kept)
             os.replace(tmp, out)
-        self.writer = TableWriter(out, columns, append=True)
-
-    def write(self, chunk, frames):
-        self.writer.write(chunk)
-
-    def close(self):
-        self.writer.close()
-        if self._target is not None:
-            os.replace(self.writer.path, self._target)
-            self._target = None
+        super().__init__(out, columns, writer=TableWriter(out, columns, append=True))
 
 
 class ProgressSink(Sink):

@@ -13,16 +13,30 @@ from affectlab.analyze.table import AffectTable, empty_frame
 
 
 class TableSink(Sink):
-    """Append rows to a CSV / Parquet / JSON file as they come (valid after every chunk)."""
+    """Append rows to a CSV / Parquet / JSON file as they come.
 
-    def __init__(self, path, columns):
+    The writer *commits* whole inputs (a Parquet part; see
+    :mod:`affectlab.analyze.writers`): a video when it ends, still images with each chunk
+    (an image's rows always come in one chunk).
+    """
+
+    def __init__(self, path, columns, writer=None):
         from affectlab.analyze.writers import TableWriter
 
-        self.writer = TableWriter(path, columns)
+        self.writer = writer if writer is not None else TableWriter(path, columns)
         self.label = str(path)
+        self._kind = None
+
+    def start_input(self, path, kind, fps):
+        self._kind = kind
 
     def write(self, chunk, frames):
         self.writer.write(chunk)
+        if self._kind == "image":
+            self.writer.commit()
+
+    def end_input(self, path, failure):
+        self.writer.commit()
 
     def close(self):
         self.writer.close()

@@ -120,7 +120,9 @@ class AffectTable(pd.DataFrame):
         if suffix == ".csv":
             df = pd.read_csv(p)
         elif suffix in (".parquet", ".pq"):
-            df = pd.read_parquet(p)
+            from affectlab.analyze.writers import read_parquet_table
+
+            df = read_parquet_table(p)  # with the parts of a killed run, if any
         elif suffix == ".json":
             df = pd.read_json(p, orient="records")
         else:
