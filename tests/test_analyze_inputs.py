@@ -114,3 +114,101 @@ def test_truncated_video_yields_what_it_can_then_fails(tmp_path, suffix, options
 def test_check_sampling(args, match):
     with pytest.raises(ConfigError, match=match):
         check_sampling(*args)
+
+
+# --- unusual but valid inputs are read upright and in full (synthetic faces only) ---------------------------
+
+
+def _synth_faces(n=8, size=128, seed=1):
+    from affectlab.data.synth import sample_batch
+
+    images, _ = sample_batch(n, seed=seed, size=size)
+    return np.asarray(images)
+
+
+def _detected(image) -> int:
+    from affectlab.analyze.detectors import create_detector
+
+    return len(create_detector("haar")(np.ascontiguousarray(image)))
+
+
+def test_jpeg_exif_orientation_is_applied(tmp_path):
+    import affectlab
+
+    face = _synth_faces()[0]
+    assert _detected(face) == 1 and _detected(np.rot90(face)) == 0  # Haar needs it upright
+    path = tmp_path / "phone.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display": the pixels are stored turned left
+    Image.fromarray(np.ascontiguousarray(np.rot90(face, k=1))).save(path, quality=95, exif=exif)
+    upright = read_image(path)
+    assert upright.shape == face.shape
+    assert np.abs(upright.astype(int) - face.astype(int)).mean() < 4
+    table = affectlab.analyze(path, _untrained(), detector="haar", progress=False)
+    assert (table["face"] >= 0).sum() == 1
+
+
+def _untrained():
+    from analyze_media import untrained_predictor
+
+    return untrained_predictor()
+
+
+def test_16_bit_grayscale_png_is_read_as_training_reads_it(tmp_path):
+    from affectlab.data.images import read_image as training_read
+
+    gray = _synth_faces(1)[0].mean(axis=2).astype(np.uint16) * 257  # full 16-bit range
+    path = tmp_path / "deep.png"
+    Image.fromarray(gray).save(path)
+    with Image.open(path) as im:
+        assert im.mode.startswith("I")  # really a 16-bit file
+    image = read_image(path)
+    np.testing.assert_array_equal(image, training_read(path))
+    np.testing.assert_array_equal(image[..., 0], (gray >> 8).astype(np.uint8))
+    assert image.std() > 10  # not all white
+
+
+def test_animated_gif_is_analysed_frame_by_frame(tmp_path):
+    import affectlab
+    from affectlab.analyze.inputs import media_kind
+
+    faces = _synth_faces(4)
+    path = tmp_path / "anim.gif"
+    frames = [Image.fromarray(f) for f in faces]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    assert media_kind(path) == "video"
+    got = list(iter_frames(path))
+    assert [f.index for f in got] == [0, 1, 2, 3]
+    np.testing.assert_allclose([f.time_s for f in got], [0.0, 0.1, 0.2, 0.3], atol=1e-6)
+    for f, face in zip(got, faces):  # each frame is its own picture (palette quantisation aside)
+        assert np.abs(f.image.astype(int) - face.astype(int)).mean() < 8
+    table = affectlab.analyze(path, _untrained(), detector="none", progress=False)
+    assert table["frame"].tolist() == [0, 1, 2, 3] and table["valence"].nunique() == 4
+    still = tmp_path / "still.gif"
+    frames[0].save(still)
+    assert media_kind(still) == "image"
+
+
+def test_portrait_video_with_a_rotation_flag_is_decoded_upright(tmp_path):
+    import av
+
+    import affectlab
+
+    faces = _synth_faces(4)
+    faces = [np.ascontiguousarray(np.pad(f, ((16, 16), (0, 0), (0, 0)), mode="edge")) for f in faces]  # 160x128 portrait
+    path = tmp_path / "portrait.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = faces[0].shape[0], faces[0].shape[1], "yuv420p"
+        s.set_display_rotation(-90)  # as phones write it: landscape pixels, shown turned clockwise
+        for f in faces:
+            for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(np.rot90(f, k=1)), format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    got = list(iter_video(path))
+    assert len(got) == 4 and all(g.image.shape == faces[0].shape for g in got)
+    for g, f in zip(got, faces):
+        assert np.abs(g.image.astype(int) - f.astype(int)).mean() < 6
+    table = affectlab.analyze(path, _untrained(), detector="haar", progress=False)
+    assert (table["face"] >= 0).sum() >= 3  # Haar finds the upright faces (it misses sideways ones)

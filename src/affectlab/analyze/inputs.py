@@ -2,13 +2,18 @@
 
 Videos are decoded with PyAV one frame at a time, so memory does not depend on the
 video's length. Every frame is yielded as an RGB ``uint8`` array with its index in the
-source and its time in seconds. A file that cannot be read raises
-:class:`MediaError`, which says which file, what failed and how many frames were read
-before the failure.
+source and its time in seconds, upright: a video's display rotation (phones record
+portrait video as landscape frames plus a rotation flag) and a JPEG's EXIF orientation
+are applied. Images of any bit depth read as training reads them
+(:func:`affectlab.data.images.to_rgb`: a 16-bit PNG keeps its high byte). An animated
+GIF is a video: every frame is analysed, with its frame number and time. A file that
+cannot be read raises :class:`MediaError`, which says which file, what failed and how
+many frames were read before the failure.
 """
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 from dataclasses import dataclass
@@ -67,8 +72,22 @@ class Frame:
 
 def media_kind(path) -> str:
     """``"image"`` or ``"video"`` from the file extension (unknown extensions: ``"video"``,
-    since FFmpeg reads many containers whose names vary)."""
-    return "image" if Path(path).suffix.lower() in IMAGE_EXTENSIONS else "video"
+    since FFmpeg reads many containers whose names vary); an animated GIF is a video."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".gif":
+        return "video" if _animated_gif(str(path)) else "image"
+    return "image" if suffix in IMAGE_EXTENSIONS else "video"
+
+
+@functools.lru_cache(maxsize=4096)
+def _animated_gif(path: str) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return bool(getattr(im, "is_animated", False))
+    except Exception:  # noqa: BLE001 - unreadable: an image, whose reading then says why
+        return False
 
 
 def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
@@ -131,10 +150,19 @@ def read_image(path) -> np.ndarray:
     """Read an image file as RGB uint8; raise :class:`MediaError` if it is not an image."""
     from PIL import Image, UnidentifiedImageError
 
+    from PIL import ImageOps
+
+    from affectlab.data.images import to_rgb
+
     try:
         with Image.open(path) as im:
             im.load()
-            rgb = np.asarray(im.convert("RGB"))
+            im = ImageOps.exif_transpose(im)  # a photo taken sideways is analysed upright
+            if im.mode.startswith("I;16") or im.mode == "I":
+                # high bit depth: as training reads it (cv2 gives uint16; to_rgb keeps the high byte)
+                rgb = to_rgb(np.clip(np.asarray(im), 0, 65535).astype(np.uint16))
+            else:
+                rgb = np.asarray(im.convert("RGB"))
     except FileNotFoundError:
         raise MediaError(path, "file not found") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
@@ -247,7 +275,12 @@ def iter_video(path, *, every: int = 1, start: float | None = None, end: float |
                     break
                 if index % every:
                     continue
-                yield Frame(str(path), index, t, frame.to_ndarray(format="rgb24"))
+                image = frame.to_ndarray(format="rgb24")
+                turns = int(round((getattr(frame, "rotation", 0) or 0) / 90.0)) % 4
+                if turns:
+                    # the display matrix's counter-clockwise rotation: the frame as players show it
+                    image = np.ascontiguousarray(np.rot90(image, k=turns))
+                yield Frame(str(path), index, t, image)
         except (av.error.FFmpegError, OSError, ValueError) as exc:
             raise MediaError(path, f"decoding failed ({exc})", read) from None
         if read == 0:
