@@ -691,7 +691,7 @@ def models_fetch_cmd(
 
 @models_app.command("import")
 def models_import_cmd(
-    source: str = typer.Argument(..., help="SOURCE:NAME: emotiefflib:<model> (e.g. enet_b0_8_va_mtl) or clip:<arch>."),
+    source: str = typer.Argument(..., help="SOURCE:NAME: emotiefflib:<model> (e.g. enet_b0_8_va_mtl), faceapi:expression or clip:<arch>."),
     file: Optional[Path] = typer.Option(None, "--file", help="Local copy of the checkpoint (offline; required for clip:)."),
     force: bool = typer.Option(False, "--force", help="Replace an earlier import of the same name."),
 ):
@@ -703,10 +703,15 @@ def models_import_cmd(
     `analyze`, `evaluate` and `explain` take `--model emotiefflib:<name>`. Names:
     enet_b0_8_best_afew, enet_b0_8_best_vgaf, enet_b0_8_va_mtl, enet_b2_8, enet_b2_7.
     Downloads once when online; offline pass `--file enet_b0_8_best_afew.onnx`.
+    `faceapi:expression` converts face-api.js's FaceExpressionNet (MIT): 7 expressions,
+    **no contempt**, 112 px input; its weights come from the asset hub (downloaded and
+    verified on first use, or registered with `affectlab models add`), or from
+    `--file face_expression_model.bin` (manifest beside it).
     `clip:<arch>` registers a local open_clip checkpoint for `--backbone clip:<arch>`.
 
-    Example: `affectlab models import emotiefflib:enet_b0_8_va_mtl --file enet_b0_8_va_mtl.onnx`,
-    then `affectlab analyze clip.mp4 --model emotiefflib:enet_b0_8_va_mtl`.
+    Examples: `affectlab models import emotiefflib:enet_b0_8_va_mtl --file enet_b0_8_va_mtl.onnx`,
+    then `affectlab analyze clip.mp4 --model emotiefflib:enet_b0_8_va_mtl`;
+    `affectlab models import faceapi:expression`, then `affectlab evaluate --model faceapi:expression ...`.
     """
     from affectlab.models.importers import import_model
 

@@ -175,7 +175,7 @@ def _import_builtin_methods() -> None:
     # one module per method family; importing registers them
     import importlib
 
-    for mod in ("baseline", "aura", "aura_head", "cage", "smm", "vavae"):
+    for mod in ("baseline", "aura", "aura_head", "cage", "smm", "vavae", "faceapi"):
         try:
             importlib.import_module(f"affectlab.methods.{mod}")
         except ModuleNotFoundError as exc:

@@ -1,7 +1,9 @@
-"""Import public checkpoints as affectlab models: EmotiEffLib ONNX models, open_clip backbones.
+"""Import public checkpoints as affectlab models: EmotiEffLib ONNX models, face-api.js, open_clip backbones.
 
 ::
 
+    affectlab models import faceapi:expression                         # from the asset hub
+    affectlab models import faceapi:expression --file face_expression_model.bin
     affectlab models import emotiefflib:enet_b0_8_best_afew            # downloads once
     affectlab models import emotiefflib:enet_b0_8_va_mtl --file enet_b0_8_va_mtl.onnx
     affectlab models import clip:ViT-B-16 --file ViT-B-16-openai.bin
@@ -18,6 +20,13 @@ An imported model is a self-contained affectlab model file under
 affectlab's canonical order. Upstream resizes with OpenCV's plain bilinear filter;
 affectlab's preprocessing uses antialiased bilinear resizing, which differs only when
 a crop is shrunk a lot.
+
+``faceapi:expression`` converts face-api.js's FaceExpressionNet (TensorFlow.js manifest +
+``.bin``, uint8-quantised; :mod:`affectlab.methods.faceapi`) into an ordinary model file of
+method ``faceapi``: 7 expressions, no contempt, 112 px input. The weights come from the asset
+hub (``faceapi-expression`` + ``faceapi-expression-manifest``, downloaded and verified on first
+use) or from ``--file`` (the ``.bin``, with the manifest beside it, or the manifest with
+the ``.bin`` it names beside it).
 
 A CLIP import copies a local open_clip checkpoint file into the same folder after
 checking that it loads into the named architecture; use it as
@@ -64,7 +73,8 @@ def parse_source(spec: str) -> tuple[str, str]:
     """``"emotiefflib:enet_b0_8_best_afew"`` -> ``("emotiefflib", "enet_b0_8_best_afew")``."""
     if not isinstance(spec, str) or ":" not in spec:
         raise ConfigError(
-            f"model source {spec!r} must be SOURCE:NAME, e.g. emotiefflib:enet_b0_8_best_afew or clip:ViT-B-16"
+            f"model source {spec!r} must be SOURCE:NAME, e.g. emotiefflib:enet_b0_8_best_afew, faceapi:expression "
+            "or clip:ViT-B-16"
         )
     source, name = spec.split(":", 1)
     source, name = source.strip().lower(), name.strip()
@@ -255,6 +265,98 @@ def import_clip(arch: str, file: str | os.PathLike | None = None, *, force: bool
     return _write_model_folder(f"clip:{arch}", write, info, force=True)
 
 
+FACEAPI_MODELS = {"expression": ("faceapi-expression", "faceapi-expression-manifest")}
+
+
+def _faceapi_files(file: Path) -> tuple[Path, Path]:
+    """(``.bin``, manifest) from either one of them."""
+    if file.suffix == ".json":
+        manifest = file
+        try:
+            paths = [p for g in json.loads(file.read_text()) for p in g.get("paths", [])]
+        except (OSError, ValueError, AttributeError, TypeError) as exc:
+            raise ModelError(f"--file {file}: not a TensorFlow.js weights manifest ({exc})") from None
+        if len(paths) != 1:
+            raise ModelError(f"--file {file}: the manifest names {len(paths)} weight files, expected 1")
+        weights = file.parent / paths[0]
+    else:
+        weights = file
+        stem = file.name[: -len(".bin")] if file.name.endswith(".bin") else file.stem
+        manifest = file.parent / f"{stem}-weights_manifest.json"
+    for p, what in ((weights, "weights .bin"), (manifest, "weights manifest")):
+        if not p.is_file():
+            raise ConfigError(
+                f"{what} {p} not found; --file takes face_expression_model.bin with "
+                "face_expression_model-weights_manifest.json beside it (or the manifest with its .bin)"
+            )
+    return weights, manifest
+
+
+def import_faceapi(name: str, file: str | os.PathLike | None = None, *, force: bool = False) -> dict:
+    """Import face-api.js's FaceExpressionNet as ``faceapi:expression``.
+
+    Parameters
+    ----------
+    name : str
+        ``"expression"`` (the only face-api network affectlab knows).
+    file : path, optional
+        ``face_expression_model.bin`` (manifest beside it) or the manifest. Without it the
+        files come from the asset hub (:func:`affectlab.runtime.assets.asset_path`).
+    force : bool
+        Replace an earlier import (a ``file`` always replaces it).
+
+    Returns
+    -------
+    dict
+        The model's ``info.json`` plus ``path``.
+
+    Raises
+    ------
+    ConfigError
+        Unknown name or missing files.
+    ModelError
+        Files that do not decode into the network, or assets missing offline.
+    """
+    from affectlab.methods.faceapi import FACEAPI_EXPRESSIONS, faceapi_preprocessing, load_faceapi_expression
+    from affectlab.runtime.assets import asset_path, asset_url, file_sha256
+
+    if name not in FACEAPI_MODELS:
+        raise ConfigError(f"unknown face-api model {name!r}; known: {', '.join(sorted(FACEAPI_MODELS))}")
+    full = f"faceapi:{name}"
+    if file is None:
+        existing = [i for i in imported_models() if i["name"] == full]
+        if existing and not force:
+            return existing[0]
+        bin_name, manifest_name = FACEAPI_MODELS[name]
+        weights, manifest = asset_path(bin_name), asset_path(manifest_name)
+        source = asset_url(bin_name)
+    else:
+        weights, manifest = _faceapi_files(Path(file).expanduser())
+        source = str(weights.resolve())
+    sha = file_sha256(weights)
+    method = load_faceapi_expression(weights, manifest, source=source, sha256=sha)
+
+    from affectlab.train.checkpoint import save_model
+
+    classes = [e for e in method.label_space.expressions]
+    info = {
+        "kind": "model",
+        "source": source,
+        "sha256": sha,
+        "classes": classes,
+        "description": "face-api.js FaceExpressionNet: 7 expressions (no contempt), 112 px; "
+        "256-d features in extras['features']",
+        "license": "MIT (face-api.js; training data not disclosed)",
+    }
+    assert set(classes) == set(FACEAPI_EXPRESSIONS)
+
+    def write(folder: Path) -> None:
+        save_model(folder / MODEL_FILE, method, preprocessing=faceapi_preprocessing(),
+                   train_info={"imported_from": source, "sha256": sha})
+
+    return _write_model_folder(full, write, info, force=force or file is not None)
+
+
 def imported_weights(name: str) -> Path:
     """The stored weights file of an imported backbone (``clip:ViT-B-16``), for ``--weights``."""
     for info in imported_models():
@@ -264,9 +366,9 @@ def imported_weights(name: str) -> Path:
 
 
 def import_model(spec: str, file: str | os.PathLike | None = None, *, force: bool = False) -> dict:
-    """Import ``SOURCE:NAME`` (``emotiefflib:<model>`` or ``clip:<arch>``); see the module docstring."""
+    """Import ``SOURCE:NAME`` (``emotiefflib:<model>``, ``faceapi:expression`` or ``clip:<arch>``); see the module docstring."""
     source, name = parse_source(spec)
     return IMPORTERS[source](name, file, force=force)
 
 
-IMPORTERS = {"emotiefflib": import_emotiefflib, "clip": import_clip}
+IMPORTERS = {"emotiefflib": import_emotiefflib, "faceapi": import_faceapi, "clip": import_clip}
