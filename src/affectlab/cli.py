@@ -82,6 +82,11 @@ def analyze_cmd(
         None, "--engine", help="Corpus run, --out DIR gets one Parquet per input + index.csv: local (this process) "
         "or ray (a Ray cluster; pip install 'affectlab[cluster]')."),
     address: Optional[str] = typer.Option(None, "--address", help="--engine ray: join this Ray cluster (e.g. auto)."),
+    landmarks: bool = typer.Option(False, "--landmarks", help="Add the 478 landmarks as lm<i>_x/_y/_z columns (asset face-landmarker)."),
+    blendshapes: bool = typer.Option(False, "--blendshapes", help="Add the 52 blendshapes as bs_<name> columns (asset face-landmarker)."),
+    mesh: Optional[bool] = typer.Option(
+        None, "--mesh/--no-mesh", help="Head pose and landmarker AUs: default when face-landmarker is present; "
+        "--mesh requires it, --no-mesh turns them off."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="--engine ray: worker processes."),
 ):
     """Find faces in images and videos and predict expressions, valence/arousal and AUs.
@@ -118,7 +123,8 @@ def analyze_cmd(
     """
     if engine is not None:
         return _analyze_corpus(inputs, model, out, engine=engine, address=address, workers=workers,
-                               unsupported={"--video-out": video_out, "--report": report, "--resume": resume or None},
+                               unsupported={"--video-out": video_out, "--report": report, "--resume": resume or None,
+                                            "--landmarks": landmarks or None, "--blendshapes": blendshapes or None},
                                detector=detector, every=every, start=start, end=end, smooth=smooth,
                                batch_size=batch_size, device=device, threads=threads, progress=not quiet)
     if address is not None or workers is not None:
@@ -133,7 +139,7 @@ def analyze_cmd(
         table = run_cli(
             inputs, model, out=out, video_out=video_out, report=report, detector=detector, every=every, start=start,
             end=end, smooth=smooth, batch_size=batch_size, device=device, threads=threads, progress=not quiet,
-            resume=resume, notify=lambda m: console.print(f"[yellow]note:[/yellow] {escape(m)}", highlight=False,
+            resume=resume, landmarks=landmarks, blendshapes=blendshapes, mesh=mesh, notify=lambda m: console.print(f"[yellow]note:[/yellow] {escape(m)}", highlight=False,
                                                           soft_wrap=True),
         )
     except KeyboardInterrupt:

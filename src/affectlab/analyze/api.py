@@ -9,6 +9,7 @@ from typing import Any, Iterable, Mapping
 from affectlab.analyze.pipeline import Analyzer, OutputError, RunStats, smoothing_spec
 from affectlab.analyze.table import AffectTable
 from affectlab.errors import ConfigError, ModelError
+from affectlab.perception.landmarks import MIN_ROI
 
 class AnalyzeNotice(UserWarning):
     """A request that is not honoured as asked (``smooth="auto"`` without a stored mu, an
@@ -27,9 +28,11 @@ def load_predictor(model, *, device: str = "cpu", batch_size: int = 32):
     if isinstance(model, Predictor):
         return model
     if model is None:
-        if "default" not in available_packaged_models():
+        from affectlab.analyze.defaults import resolve_default_model
+
+        model = resolve_default_model()
+        if model == "default" and "default" not in available_packaged_models():
             raise ModelError(NO_DEFAULT_MODEL)
-        model = "default"
     if not isinstance(model, (str, os.PathLike)):
         raise ModelError(f"model must be a run directory, a model file, a packaged model name or a Predictor; got {type(model).__name__}")
     return Predictor.load(model, device=device, batch_size=batch_size)
@@ -55,6 +58,9 @@ def analyze(
     keep: bool = True,
     raise_on_failure: bool = False,
     resume: bool = False,
+    landmarks: bool = False,
+    blendshapes: bool = False,
+    mesh: bool | None = None,
 ) -> AffectTable:
     """Analyse faces in images, folders, glob patterns and videos.
 
@@ -118,6 +124,17 @@ def analyze(
         are not retried; finished inputs not given this time keep their rows. The
         report covers the whole table; ``video_out`` the videos analysed now. See
         :mod:`affectlab.analyze.resume`.
+    landmarks : bool
+        Add the 478 MediaPipe landmarks as columns ``lm<i>_x, lm<i>_y, lm<i>_z`` (image
+        pixels; see :mod:`affectlab.analyze.mesh`). Needs the ``face-landmarker`` asset.
+    blendshapes : bool
+        Add the 52 blendshape coefficients as ``bs_<name>``. Needs ``face-landmarker``.
+    mesh : bool, optional
+        Head pose (``pose_yaw, pose_pitch, pose_roll``) and the landmarker's FACS AUs
+        (``AU<k>``). ``None`` (default): when the ``face-landmarker`` asset is present
+        (a note says how to get it otherwise); ``True``: required (missing asset: an
+        error naming it); ``False``: off. Faces the landmarker cannot fit (profiles,
+        tiny faces) keep their row with NaN in these columns, counted in one note.
 
     Returns
     -------
@@ -159,9 +176,11 @@ def analyze(
             f"smooth 'auto': the model {info.get('path') or info.get('name') or 'given'} stores no smoothing mu "
             "(`affectlab evaluate --smooth auto` stores one); predictions are NOT smoothed -- pass a number to smooth",
             AnalyzeNotice, stacklevel=2)
+    stage = _mesh_stage(mesh, landmarks, blendshapes, predictor.label_space.aus)
     analyzer = Analyzer(predictor, det, every=every, start=start, end=end, batch_size=batch_size, smooth=mu,
-                        threads=threads)
+                        threads=threads, mesh=stage)
     space = predictor.label_space
+    aus = list(space.aus) + (list(stage.au_columns) if stage is not None else [])
     plan = None
     todo = paths
     sinks = []
@@ -192,12 +211,12 @@ def analyze(
                           AnalyzeNotice, stacklevel=2)
         else:
             # named after all the videos, so a resumed run names its files as the first run
-            overlay = OverlaySink(video_out, videos, space.expressions, space.aus, space.va)
+            overlay = OverlaySink(video_out, videos, space.expressions, aus, space.va)
             sinks.append(overlay)
     reporter = None
     if report is not None:
         named = [str(p) for p in paths] + ([e["input"] for e in plan.finished] if plan is not None else [])
-        reporter = ReportSink(report, space.expressions, space.aus, analyzer.columns, inputs=named)
+        reporter = ReportSink(report, space.expressions, aus, analyzer.columns, inputs=named)
         if plan is not None:
             from affectlab.analyze.resume import replay
 
@@ -213,18 +232,23 @@ def analyze(
     table = AffectTable.from_frame(
         collect.frame(),
         space.expressions,
-        space.aus,
+        aus,
         {
             "model": str(info.get("path") or repr(predictor)),
             "detector": detector if isinstance(detector, str) else getattr(detector, "__name__", repr(detector)),
             "smoothing": mu,
             "failures": (plan.failures if plan is not None else []) + [str(f) for f in stats.failures],
             "stats": stats.to_dict(),
+            "sources": column_sources(predictor, info, stage),
             "video_out": {k: str(v) for k, v in overlay.outputs.items()} if overlay else {},
             "report": {k: str(v) for k, v in reporter.pages.items()} if reporter else {},
             **({"resume": plan.summary()} if plan is not None else {}),
         },
     )
+    if stage is not None and stage.failed:
+        warnings.warn(f"{stage.failed} of {stage.faces} faces got no landmarks (a profile, a face under "
+                      f"{MIN_ROI:.0f} px or not a face): their rows are kept with NaN pose/AU/landmark columns",
+                      AnalyzeNotice, stacklevel=2)
     failures = table.model_info["failures"]
     if failures:
         n_inputs = stats.inputs + (len(plan.finished) if plan is not None else 0)
@@ -237,8 +261,47 @@ def analyze(
     return table
 
 
+def _mesh_stage(mesh, landmarks: bool, blendshapes: bool, model_aus):
+    """The landmark stage analyze runs (``None``: none), or an error naming the missing asset."""
+    from affectlab.analyze.defaults import LANDMARKER_ASSET, landmarker_present
+    from affectlab.analyze.mesh import MeshStage
+
+    if mesh is not None and not isinstance(mesh, bool):
+        raise ConfigError(f"mesh must be True, False or None (auto), got {mesh!r}")
+    wanted = [name for name, on in (("landmarks", landmarks), ("blendshapes", blendshapes)) if on]
+    if mesh is False and not wanted:
+        return None
+    if mesh is None and not wanted and not landmarker_present():
+        warnings.warn(f"no head pose and no landmarker AUs: the {LANDMARKER_ASSET} asset is not present "
+                      f"(`affectlab models fetch {LANDMARKER_ASSET}`, or `affectlab models add face_landmarker.task`)",
+                      AnalyzeNotice, stacklevel=3)
+        return None
+    # asked for (or present): a missing or damaged asset raises AssetMissingError naming it
+    return MeshStage(pose=mesh is not False, aus=mesh is not False, landmarks=landmarks, blendshapes=blendshapes,
+                     model_aus=model_aus)
+
+
+def column_sources(predictor, info, stage) -> dict[str, str]:
+    """Which model or asset produced which column group of the table."""
+    model = str(info.get("name") or info.get("path") or repr(predictor))
+    space = predictor.label_space
+    out = {}
+    if space.expressions:
+        out["expr_*, expression"] = model
+    if space.va:
+        out["valence, arousal"] = model
+    if space.aus:
+        out["AU<k> (model)"] = model
+    extras = list(getattr(predictor, "extra_columns", None) or {})
+    if extras:
+        out[", ".join(extras)] = model
+    if stage is not None:
+        out.update(stage.sources)
+    return out
+
+
 def run_cli(inputs, model, *, out, video_out, report, detector, every, start, end, smooth, batch_size, device,
-            threads=None, progress=True, resume=False, notify=None):
+            threads=None, progress=True, resume=False, landmarks=False, blendshapes=False, mesh=None, notify=None):
     """What ``affectlab analyze`` runs: :func:`analyze` that does not keep rows in memory.
 
     ``notify(message)`` receives each :class:`AnalyzeNotice` as it is issued (the CLI
@@ -267,7 +330,8 @@ def run_cli(inputs, model, *, out, video_out, report, detector, every, start, en
         warnings.showwarning = show  # restored by catch_warnings
         table = analyze(inputs, model, detector=detector, every=every, start=start, end=end, smooth=smooth_value,
                         batch_size=batch_size, out=out, video_out=video_out, report=report, progress=progress,
-                        device=device, threads=threads, keep=False, resume=resume)
+                        device=device, threads=threads, keep=False, resume=resume, landmarks=landmarks,
+                        blendshapes=blendshapes, mesh=mesh)
     return table
 
 

@@ -24,7 +24,7 @@ from affectlab.analyze.tracking import IoUTracker
 from affectlab.errors import AffectlabError, ConfigError
 from affectlab.temporal import OnlineSmoother
 
-STAGES = ("decode", "detect", "crop", "model", "table", "write")
+STAGES = ("decode", "detect", "landmarks", "crop", "model", "table", "write")
 
 
 class OutputError(AffectlabError, OSError):
@@ -162,6 +162,7 @@ class Analyzer:
         track_iou: float = 0.3,
         track_max_age: int = 10,
         threads: int | None = None,
+        mesh=None,
     ):
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1):
             raise ConfigError(f"threads must be a positive integer, got {threads!r}")
@@ -187,6 +188,10 @@ class Analyzer:
         }
         register_column_dtypes(self.extra_columns)
         self.columns += list(self.extra_columns)
+        # landmarks, pose, blendshapes and landmarker AUs per face (analyze/mesh.py)
+        self.mesh = mesh
+        self.mesh_columns = [c for c in mesh.columns if c not in self.columns] if mesh is not None else []
+        self.columns += self.mesh_columns
         self.input_size = getattr(predictor, "input_size", None) if predictor is not None else 64
 
     # -- the loop -----------------------------------------------------------------------
@@ -198,7 +203,7 @@ class Analyzer:
         """
         stats = RunStats()
         bar = _Progress(progress)
-        self._pending: list[tuple[Frame, np.ndarray, np.ndarray, list]] = []
+        self._pending: list[tuple[Frame, np.ndarray, np.ndarray, list, np.ndarray | None]] = []
         images = [p for p in paths if media_kind(p) == "image"]
         videos = [p for p in paths if media_kind(p) == "video"]
         previous_threads = None
@@ -338,7 +343,12 @@ class Analyzer:
         stats.seconds["crop"] += t2 - t1
         stats.frames += 1
         stats.faces += len(boxes)
-        self._pending.append((frame, boxes, ids, crops))
+        mesh_values = None
+        if self.mesh is not None:
+            t3 = time.perf_counter()
+            mesh_values = self.mesh(frame.image, boxes, None)
+            stats.seconds["landmarks"] += time.perf_counter() - t3
+        self._pending.append((frame, boxes, ids, crops, mesh_values))
         if smoother and tracker.ended:
             for s in smoother.values():
                 s.forget(tracker.ended)
@@ -434,6 +444,13 @@ class Analyzer:
             if values is not None and has_face.any():
                 col[has_face] = np.asarray(values, dtype=object)
             cols[name] = pd.Series(col, dtype=object).astype(dtype).array
+        if self.mesh_columns:
+            mesh = np.full((n, len(self.mesh.columns)), np.nan)
+            if has_face.any():
+                mesh[has_face] = np.concatenate([p[4] for p in pending if len(p[1])])
+            for j, name in enumerate(self.mesh.columns):
+                if name in self.mesh_columns:
+                    cols[name] = mesh[:, j]
         return pd.DataFrame(cols, columns=self.columns)
 
 

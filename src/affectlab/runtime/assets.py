@@ -450,7 +450,7 @@ register_asset(Asset(
     size=3758596,
     license="Apache-2.0",
     homepage="https://ai.google.dev/edge/mediapipe/solutions/vision/face_landmarker",
-    description="MediaPipe FaceLandmarker bundle: 478 3-D landmarks, 52 blendshapes, head pose",
+    description="MediaPipe FaceLandmarker bundle: analyze columns pose_*, AU<k> (landmarker), bs_*, lm<i>_*",
 ))
 register_asset(Asset(
     name="mobilenet-v2-imagenet",
