@@ -123,8 +123,33 @@ def check_video_out(path) -> Path:
     return path
 
 
+#: label style: light text on a near-black filled box (contrast ratio about 17:1 whatever the video)
+LABEL_BG = (18, 18, 18)
+LABEL_FG = (245, 245, 245)
+#: frames smaller than this (shorter side, pixels) are enlarged before drawing, so labels stay readable
+MIN_DRAW_SIDE = 360
+
+
+def _overlaps(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
 class Annotator:
-    """Draws one video's predictions on its frames; keeps a VA trail per face."""
+    """Draws one video's predictions on its frames; keeps a VA trail per face.
+
+    Sizes follow the frame: box lines and text grow with its shorter side, and a frame
+    shorter than :data:`MIN_DRAW_SIDE` pixels is enlarged (by a whole factor) before
+    drawing, so a 64-pixel video still gets labels one can read. Labels are light text on
+    a dark filled box with a stripe of the face's colour. The valence/arousal widget sits
+    in a corner that no face covers; when the faces fill the first frame (faces cropped
+    beforehand, ``--detector none``), the video gets a side panel for it instead.
+
+    Attributes
+    ----------
+    regions : dict
+        What the last :meth:`draw` placed, as ``(x0, y0, x1, y1)`` in output pixels:
+        ``faces``, ``labels`` (text boxes) and ``widget`` (or ``None``).
+    """
 
     def __init__(self, expressions=(), aus=(), va: bool = False, trail: int = 45, top_aus: int = 3):
         self.expressions = list(expressions)
@@ -133,55 +158,154 @@ class Annotator:
         self.top_aus = top_aus
         self._trails: dict[int, deque] = {}
         self._trail_len = trail
+        self._layout = None
+        self.regions: dict = {"faces": [], "labels": [], "widget": None}
 
-    def draw(self, image: np.ndarray, rows: pd.DataFrame) -> np.ndarray:
-        """Draw the rows of one frame (``face >= 0`` rows carry boxes) on ``image`` in place."""
+    # -- layout ------------------------------------------------------------------------
+    def prepare(self, height: int, width: int, rows: pd.DataFrame | None = None) -> tuple[int, int]:
+        """Fix the layout of this video from its first frame; returns the output (height, width)."""
+        k = max(1, min(8, int(np.ceil(MIN_DRAW_SIDE / max(1, min(height, width))))))
+        h, w = height * k, width * k
+        side = min(h, w)
+        radius = max(28, int(side * 0.12))
+        pad = max(6, side // 60)
+        panel = 0
+        if self.va:
+            faces = self._face_rects(rows, k) if rows is not None else []
+            size = 2 * radius + 2 * pad
+            if size * 2 > min(h, w) or faces and all(any(_overlaps(c, f) for f in faces)
+                                                     for c in self._corners(h, w, size)):
+                panel = size
+        font = max(0.45, side / 720.0 * 0.8)
+        self._layout = {"k": k, "h": h, "w": w, "panel": panel, "radius": radius, "pad": pad, "font": font,
+                        "text": max(1, int(round(font * 1.6))), "box": max(2, int(round(side / 240.0)))}
+        return h, w + panel
+
+    @staticmethod
+    def _corners(h: int, w: int, size: int):
+        # preference order: bottom-right, bottom-left, top-right, top-left
+        return [(w - size, h - size, w, h), (0, h - size, size, h), (w - size, 0, w, size), (0, 0, size, size)]
+
+    @staticmethod
+    def _face_rects(rows: pd.DataFrame, k: int) -> list[tuple[int, int, int, int]]:
+        faces = rows[rows["face"] >= 0]
+        return [(int(r.x) * k, int(r.y) * k, (int(r.x) + int(r.w)) * k, (int(r.y) + int(r.h)) * k)
+                for r in faces.itertuples(index=False)]
+
+    # -- drawing -----------------------------------------------------------------------
+    def draw(self, image: np.ndarray, rows: pd.DataFrame | None) -> np.ndarray:
+        """The frame with the rows of that frame drawn on it (``face >= 0`` rows carry boxes),
+        enlarged and with a side panel as :meth:`prepare` decided."""
         import cv2
 
-        h, w = image.shape[:2]
-        scale = max(0.35, min(h, w) / 720.0)
-        thick = max(1, int(round(2 * scale)))
-        faces = rows[rows["face"] >= 0]
-        for r in faces.itertuples(index=False):
-            face = int(r.face)
-            color = _COLORS[face % len(_COLORS)]
-            x, y, bw, bh = (int(getattr(r, c)) for c in ("x", "y", "w", "h"))
-            cv2.rectangle(image, (x, y), (x + bw, y + bh), color, thick)
-            label = f"#{face}"
-            if self.expressions and isinstance(r.expression, str):
-                p = getattr(r, f"expr_{r.expression}")
-                label += f" {r.expression} {p:.2f}"
-            _text(image, label, (x, max(12, y - 6)), 0.55 * scale * 1.4, color, thick)
-            if self.aus:
-                vals = np.array([getattr(r, a) for a in self.aus], dtype=float)
-                order = np.argsort(-vals)[: self.top_aus]
-                for k, j in enumerate(order):
-                    _text(image, f"{self.aus[j]} {vals[j]:.2f}", (x, y + bh + int((16 + 16 * k) * scale * 1.4)),
-                          0.45 * scale * 1.4, color, max(1, thick - 1))
-            if self.va:
-                trail = self._trails.setdefault(face, deque(maxlen=self._trail_len))
-                trail.append((float(r.valence), float(r.arousal)))
+        if self._layout is None:
+            self.prepare(*image.shape[:2], rows)
+        L = self._layout
+        k = L["k"]
+        out = cv2.resize(image, (L["w"], L["h"]), interpolation=cv2.INTER_LINEAR) if k > 1 else image.copy()
+        if L["panel"]:
+            out = np.concatenate([out, np.full((L["h"], L["panel"], 3), 32, np.uint8)], axis=1)
+        out = np.ascontiguousarray(out)
+        faces = rows[rows["face"] >= 0] if rows is not None else rows
+        self.regions = {"faces": self._face_rects(rows, k) if rows is not None else [], "labels": [], "widget": None}
+        if faces is not None:
+            for r, rect in zip(faces.itertuples(index=False), self.regions["faces"]):
+                self._draw_face(out, r, rect)
         if self.va:
-            self._draw_circumplex(image, set(faces["face"].astype(int).tolist()))
-        return image
+            visible = set(faces["face"].astype(int).tolist()) if faces is not None else set()
+            self._draw_circumplex(out, visible)
+        return out
+
+    def _draw_face(self, out: np.ndarray, r, rect) -> None:
+        import cv2
+
+        L = self._layout
+        face = int(r.face)
+        color = _COLORS[face % len(_COLORS)]
+        x0, y0, x1, y1 = rect
+        cv2.rectangle(out, (x0, y0), (x1, y1), (0, 0, 0), L["box"] + 2)  # dark rim: visible on light scenes
+        cv2.rectangle(out, (x0, y0), (x1, y1), color, L["box"])
+        label = f"#{face}"
+        if self.expressions and isinstance(getattr(r, "expression", None), str):
+            label += f" {r.expression} {getattr(r, f'expr_{r.expression}'):.2f}"
+        if self.va and np.isfinite(getattr(r, "valence", np.nan)):
+            trail = self._trails.setdefault(face, deque(maxlen=self._trail_len))
+            trail.append((float(r.valence), float(r.arousal)))
+        lines = [label]
+        if self.aus:
+            vals = np.array([getattr(r, a) for a in self.aus], dtype=float)
+            if np.isfinite(vals).any():
+                order = np.argsort(-np.nan_to_num(vals, nan=-1))[: self.top_aus]
+                lines.append("  ".join(f"{self.aus[j]} {vals[j]:.2f}" for j in order))
+        _, th = self._text_size("Ag")
+        step = th + 2 * max(3, th // 3)
+        # the expression above the box (inside its top when there is no room), the AUs below it
+        # (inside its bottom when there is no room)
+        y = y0 - step if y0 - step >= 0 else y0
+        self.regions["labels"].append(self._label(out, lines[0], x0, y, color))
+        y_au = y1 + 1
+        for line in lines[1:]:
+            if y_au + step > out.shape[0]:
+                y_au = max(y + step, y1 - step * (len(lines) - 1))
+            self.regions["labels"].append(self._label(out, line, x0, y_au, color))
+            y_au += step
+
+    def _text_size(self, text: str) -> tuple[int, int]:
+        import cv2
+
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, self._layout["font"], self._layout["text"])
+        return tw, th
+
+    def _label(self, out: np.ndarray, text: str, x: int, y: int, color) -> tuple[int, int, int, int]:
+        """A filled dark box at (x, y) (its top-left) with light text and a colour stripe."""
+        import cv2
+
+        tw, th = self._text_size(text)
+        m = max(3, th // 3)
+        stripe = max(3, th // 3)
+        x = int(np.clip(x, 0, max(0, out.shape[1] - (tw + 2 * m + stripe))))
+        y = int(np.clip(y, 0, max(0, out.shape[0] - (th + 2 * m))))
+        x1, y1 = x + stripe + tw + 2 * m, y + th + 2 * m
+        cv2.rectangle(out, (x, y), (x1, y1), LABEL_BG, -1)
+        cv2.rectangle(out, (x, y), (x + stripe - 1, y1), color, -1)
+        cv2.putText(out, text, (x + stripe + m, y + m + th), cv2.FONT_HERSHEY_SIMPLEX, self._layout["font"], LABEL_FG,
+                    self._layout["text"], cv2.LINE_AA)
+        return (x, y, x1, y1)
+
+    def _widget_box(self, out: np.ndarray) -> tuple[int, int, int]:
+        L = self._layout
+        size = 2 * L["radius"] + 2 * L["pad"]
+        if L["panel"]:
+            x0 = L["w"]
+            return x0 + L["pad"] + L["radius"], L["pad"] + L["radius"], L["radius"]
+        taken = self.regions["faces"] + self.regions["labels"]
+        corners = self._corners(L["h"], L["w"], size)
+        best = min(corners, key=lambda c: sum(_overlaps(c, t) for t in taken))  # first free one in order
+        return best[0] + L["pad"] + L["radius"], best[1] + L["pad"] + L["radius"], L["radius"]
 
     def _draw_circumplex(self, image: np.ndarray, visible: set[int]) -> None:
         import cv2
 
-        h, w = image.shape[:2]
-        radius = max(24, int(min(h, w) * 0.11))
-        pad = 8
-        cx, cy = w - radius - pad, h - radius - pad
+        cx, cy, radius = self._widget_box(image)
+        self.regions["widget"] = (cx - radius - 4, cy - radius - 4, cx + radius + 4, cy + radius + 4)
         overlay = image.copy()
         cv2.circle(overlay, (cx, cy), radius + 4, (0, 0, 0), -1)
-        cv2.addWeighted(overlay, 0.45, image, 0.55, 0, dst=image)
-        cv2.circle(image, (cx, cy), radius, (220, 220, 220), 1, lineType=cv2.LINE_AA)
-        cv2.line(image, (cx - radius, cy), (cx + radius, cy), (150, 150, 150), 1)
-        cv2.line(image, (cx, cy - radius), (cx, cy + radius), (150, 150, 150), 1)
-        if radius >= 60:
+        cv2.addWeighted(overlay, 0.6, image, 0.4, 0, dst=image)
+        line = max(1, radius // 40)
+        cv2.circle(image, (cx, cy), radius, (220, 220, 220), line, lineType=cv2.LINE_AA)
+        cv2.line(image, (cx - radius, cy), (cx + radius, cy), (150, 150, 150), line)
+        cv2.line(image, (cx, cy - radius), (cx, cy + radius), (150, 150, 150), line)
+        font = max(0.3, radius / 200.0)
+        if radius >= 50:
             for name, (v, a) in CIRCUMPLEX_POSITIONS.items():
                 if name != "neutral":
-                    _text(image, name[:4], (cx + int(v * radius) - 10, cy - int(a * radius)), 0.3, (190, 190, 190), 1)
+                    cv2.putText(image, name[:4], (cx + int(v * radius * 0.8) - int(12 * font / 0.3),
+                                                  cy - int(a * radius * 0.8)),
+                                cv2.FONT_HERSHEY_SIMPLEX, font, (200, 200, 200), 1, cv2.LINE_AA)
+        cv2.putText(image, "V", (cx + radius - int(14 * font / 0.3), cy - 4), cv2.FONT_HERSHEY_SIMPLEX, font,
+                    (230, 230, 230), 1, cv2.LINE_AA)
+        cv2.putText(image, "A", (cx + 4, cy - radius + int(14 * font / 0.3)), cv2.FONT_HERSHEY_SIMPLEX, font,
+                    (230, 230, 230), 1, cv2.LINE_AA)
 
         def pt(v, a):
             return (cx + int(round(np.clip(v, -1, 1) * radius)), cy - int(round(np.clip(a, -1, 1) * radius)))
@@ -192,13 +316,8 @@ class Annotator:
             color = _COLORS[face % len(_COLORS)]
             pts = [pt(v, a) for v, a in trail if np.isfinite(v) and np.isfinite(a)]
             if len(pts) > 1:
-                cv2.polylines(image, [np.array(pts, dtype=np.int32)], False, color, 1, lineType=cv2.LINE_AA)
+                cv2.polylines(image, [np.array(pts, dtype=np.int32)], False, color, max(1, line + 1),
+                              lineType=cv2.LINE_AA)
             if pts:
-                cv2.circle(image, pts[-1], max(3, radius // 12), color, -1, lineType=cv2.LINE_AA)
-
-
-def _text(image, text, org, scale, color, thick) -> None:
-    import cv2
-
-    cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick + 2, cv2.LINE_AA)
-    cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, color, thick, cv2.LINE_AA)
+                cv2.circle(image, pts[-1], max(3, radius // 12), (0, 0, 0), -1, lineType=cv2.LINE_AA)
+                cv2.circle(image, pts[-1], max(2, radius // 12 - 1), color, -1, lineType=cv2.LINE_AA)

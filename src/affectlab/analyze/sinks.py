@@ -111,17 +111,14 @@ class OverlaySink(Sink):
         for frame in frames:
             if frame.input != self._current:
                 continue
+            rows = by_frame.get(frame.index)
             if self._writer is None:
-                h, w = frame.image.shape[:2]
+                self._annotator = Annotator(**self.labels)
+                h, w = self._annotator.prepare(*frame.image.shape[:2], rows)  # may enlarge and add a panel
                 out = self._target = self.target(self._current)
                 self._writer = VideoWriter(out, self._fps or 25.0, w, h)
-                self._annotator = Annotator(**self.labels)
                 self.outputs[self._current] = out
-            rows = by_frame.get(frame.index)
-            image = frame.image
-            if rows is not None:
-                image = self._annotator.draw(image, rows)
-            self._writer.write(image)
+            self._writer.write(self._annotator.draw(frame.image, rows))
 
     def end_input(self, path, failure):
         self._close_writer()
