@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -257,6 +258,21 @@ def test_import_from_the_hub_and_evaluate(assets_home, tmp_path, capsys):
     metrics = json.loads(out.read_text())
     metrics = metrics.get("metrics", metrics)
     assert metrics["expr_acc"] >= 0.75
+
+    # its encoder is a backbone: run:MODEL.ckpt gives the same 256-d features as the method
+    from affectlab.features.backbones import create_backbone
+    from affectlab.predictor import Predictor
+
+    model_file = Path(info["path"]) / "model.ckpt"
+    backbone = create_backbone(f"run:{model_file}")
+    pred = Predictor.load("faceapi:expression")
+    x = pred.preprocess(images[:4])
+    with torch.no_grad():
+        feats = backbone(x)
+        ref = pred.method.features(x)
+    assert feats["global"].shape == (4, 256) and feats["map"].shape == (4, 256, 7, 7)
+    torch.testing.assert_close(feats["global"], ref)
+    assert backbone.preprocessing.input_size == 112
 
 
 def test_import_from_file_refuses_a_missing_manifest(tmp_path):

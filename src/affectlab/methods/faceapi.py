@@ -27,7 +27,8 @@ TensorFlow.js: tensors concatenated in manifest order, most of them uint8-quanti
 (non-trainable, like ``onnx``): its ``expr_logits`` follow affectlab's canonical order and
 its ``extras["features"]`` carry the 256-d features, so it serves as a model
 (``affectlab models import faceapi:expression``), a distillation teacher and a frozen
-feature extractor.
+feature extractor: its encoder is a :class:`FaceApiBackbone`, so
+``--backbone run:$(affectlab models path faceapi:expression)`` extracts those features.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from torch import nn
 
 from affectlab.data.schema import EXPRESSIONS, LabelSpace, canonical_expression
 from affectlab.errors import ModelError
+from affectlab.features.backbones import Backbone, Preprocessing
 from affectlab.methods.base import Method, MethodConfig, Outputs, register_method
 
 #: face-api.js output order.
@@ -142,13 +144,20 @@ class FaceExpressionNet(nn.Module):
         self.dense0, self.dense1, self.dense2, self.dense3 = blocks
         self.fc = nn.Linear(FEATURE_DIM, len(FACEAPI_CLASSES))
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised images ``N x 3 x 112 x 112`` -> features ``N x 256``."""
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised images ``N x 3 x 112 x 112`` -> the last block's map ``N x 256 x 7 x 7``."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise ModelError(f"face-api expression net: expected an N x 3 x 112 x 112 input, got {tuple(x.shape)}")
-        out = self.dense3(self.dense2(self.dense1(self.dense0(x))))
-        out = F.avg_pool2d(out, 7, stride=2)  # tf.avgPool([7, 7], [2, 2], 'valid'): 7x7 -> 1x1 at 112 px
-        return out.flatten(1)
+        return self.dense3(self.dense2(self.dense1(self.dense0(x))))
+
+    @staticmethod
+    def pool(feature_map: torch.Tensor) -> torch.Tensor:
+        # tf.avgPool([7, 7], [2, 2], 'valid'): 7x7 -> 1x1 at 112 px
+        return F.avg_pool2d(feature_map, 7, stride=2).flatten(1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised images ``N x 3 x 112 x 112`` -> features ``N x 256``."""
+        return self.pool(self.feature_map(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.features(x))
@@ -303,6 +312,33 @@ class FaceApiExpressionConfig(MethodConfig):
     sha256: str = Field("", pattern=r"^([0-9a-f]{64})?$")
 
 
+class FaceApiBackbone(Backbone):
+    """The face-api net as an affectlab :class:`~affectlab.features.backbones.Backbone`.
+
+    Takes ``N x 3 x 112 x 112`` RGB in [0, 1] (face-api's mean is subtracted here) and returns
+    ``{"global": N x 256, "map": N x 256 x 7 x 7}``. It is the ``backbone`` of
+    :class:`FaceApiExpression`, so ``--backbone run:MODEL.ckpt`` of an imported
+    ``faceapi:expression`` extracts these features (``affectlab extract``, AURA, probes).
+    ``net`` holds the whole :class:`FaceExpressionNet`, classifier included.
+    """
+
+    def __init__(self):
+        super().__init__(
+            name="faceapi:expression",
+            out_dim=FEATURE_DIM,
+            map_channels=_CHANNELS[-1],
+            preprocessing=Preprocessing.from_dict(faceapi_preprocessing()),
+        )
+        self.net = FaceExpressionNet()
+        self.register_buffer(
+            "mean", torch.tensor([m / 255.0 for m in FACEAPI_MEAN_RGB]).view(1, 3, 1, 1), persistent=False
+        )
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        fmap = self.net.feature_map(x - self.mean.to(x.dtype))
+        return {"global": self.net.pool(fmap), "map": fmap}
+
+
 def faceapi_label_space() -> LabelSpace:
     """The 7 face-api expressions in affectlab's canonical order (no contempt)."""
     return LabelSpace(expressions=tuple(e for e in EXPRESSIONS if e in FACEAPI_EXPRESSIONS))
@@ -331,20 +367,27 @@ class FaceApiExpression(Method):
                 f"face-api expression net predicts only {', '.join(FACEAPI_EXPRESSIONS)}; the label space asks for "
                 f"{', '.join(unknown + (['valence/arousal'] if label_space.va else []) + list(label_space.aus))}"
             )
-        self.net = FaceExpressionNet()
+        self.backbone = FaceApiBackbone()
         self.register_buffer(
             "column",
             torch.tensor([FACEAPI_EXPRESSIONS.index(e) for e in label_space.expressions], dtype=torch.long),
             persistent=False,
         )
-        self.register_buffer(
-            "mean", torch.tensor([m / 255.0 for m in FACEAPI_MEAN_RGB]).view(1, 3, 1, 1), persistent=False
-        )
         self.preprocessing = faceapi_preprocessing()
+
+    @property
+    def net(self) -> FaceExpressionNet:
+        """The ported network (takes face-api-normalised input; see :class:`FaceExpressionNet`)."""
+        return self.backbone.net
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """face-api's RGB mean on the [0, 1] scale, ``1 x 3 x 1 x 1``."""
+        return self.backbone.mean
 
     def features(self, image: torch.Tensor) -> torch.Tensor:
         """Images ``N x 3 x 112 x 112`` in [0, 1] -> ``N x 256`` features."""
-        return self.net.features(image - self.mean.to(image.dtype))
+        return self.backbone(image)["global"]
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> Outputs:
         feats = self.features(batch["image"])
@@ -390,6 +433,7 @@ def load_faceapi_expression(bin_path, manifest_path, *, source: str = "", sha256
 __all__ = [
     "FACEAPI_CLASSES",
     "FACEAPI_EXPRESSIONS",
+    "FaceApiBackbone",
     "FaceApiExpression",
     "FaceExpressionNet",
     "expected_tensors",
