@@ -270,6 +270,15 @@ def test_cli_add_fetch_and_list(fake, server, tmp_path, capsys, monkeypatch):
     assert len(err.strip().splitlines()) == 1
 
 
+def test_models_path_of_an_asset(assets_home, capsys, monkeypatch):
+    assert main(["models", "path", "yunet"]) == 0
+    assert capsys.readouterr().out.strip() == str(assets_home / "assets" / "face_detection_yunet_2023mar.onnx")
+    monkeypatch.setenv("AFFECTLAB_HOME", str(assets_home / "empty"))
+    monkeypatch.delenv("AFFECTLAB_OFFLINE")  # still never downloads
+    assert main(["models", "path", "yunet"]) == 2
+    assert "affectlab models add face_detection_yunet_2023mar.onnx" in capsys.readouterr().err
+
+
 def test_fetch_real_asset_from_a_mirror(server, monkeypatch, capsys):
     # AFFECTLAB_ASSET_BASE_URL points every asset at a mirror: here the local server
     src = SHARED_MODELS / "face_detection_yunet_2023mar.onnx"

@@ -764,15 +764,21 @@ def models_attach_aura_cmd(
 
 
 @models_app.command("path")
-def models_path_cmd(name: str = typer.Argument(..., help="A packaged or imported model name.")):
-    """Print the file of a packaged or imported model (for an imported backbone: its weights file).
+def models_path_cmd(name: str = typer.Argument(..., help="A packaged or imported model name, or an asset name.")):
+    """Print the file of a packaged or imported model (for an imported backbone: its weights file),
+    or of a pretrained asset (verified; an asset that is not present is an error, nothing is downloaded).
 
-    Example: `--weights $(affectlab models path clip:ViT-B-16)`.
+    Examples: `--weights $(affectlab models path clip:ViT-B-16)`, `affectlab models path yunet`,
+    `--backbone run:$(affectlab models path faceapi:expression)`.
     """
     from affectlab.models import imported_models
     from affectlab.models.importers import imported_weights
     from affectlab.predictor import _resolve_model
+    from affectlab.runtime.assets import ASSETS, asset_path
 
+    if name in ASSETS:
+        typer.echo(str(asset_path(name, download=False)))
+        return
     kinds = {i["name"]: i.get("kind") for i in imported_models()}
     path = imported_weights(name) if kinds.get(name) == "backbone" else _resolve_model(name)
     typer.echo(str(path))
