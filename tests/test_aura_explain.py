@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -141,3 +142,12 @@ def test_cli_explain(explained, tmp_path, capsys):
     assert "archetypes match" in capsys.readouterr().err
     assert main([*args, "--out", str(tmp_path / "f"), "--embedding", "tsne", "-q"]) == 2
     assert "embedding" in capsys.readouterr().err
+
+
+def test_summary_names_samples_by_file(explained):
+    flagged = [line for line in explained["result"]["summary"] if "disagree" in line]
+    assert flagged
+    diag = pd.read_csv(explained["out"] / "diagnosis.csv")
+    first = Path(diag["path"].iloc[0]).name
+    assert f"most confident: {first} given {diag['given'].iloc[0]}" in flagged[0]
+    assert "#" not in flagged[0]

@@ -21,13 +21,35 @@ from affectlab import __version__
 
 console = Console(stderr=True)
 
+
+def _flags_without_type(option_cls) -> None:
+    """typer's rich help shows a type (``<bool>``) beside on/off flags such as ``--overwrite``,
+    which suggests ``--overwrite true`` (refused): show flags without one, as click does."""
+    shown = option_cls.display_type_rich
+    if getattr(shown, "_affectlab", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag or self.count else shown(self, ctx)
+
+    display_type_rich._affectlab = True
+    option_cls.display_type_rich = display_type_rich
+
+
+_flags_without_type(typer.core.TyperOption)
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 image``, ``2 images``; ``many`` for irregular plurals."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
 app = typer.Typer(
     name="affectlab",
     help=(
         "Facial affect analysis: expressions, valence/arousal and action units.\n\n"
-        "Start with `affectlab synth --out demo --n 500` to make a synthetic dataset, or "
-        "`affectlab analyze VIDEO.mp4 --out table.csv` to analyze faces. "
-        "Every command has its own --help."
+        "Start with `affectlab demo`: it makes synthetic faces, trains and evaluates a small model and "
+        "analyzes a video with it, then tells you where its report is. To analyze your own faces: "
+        "`affectlab analyze VIDEO.mp4 --out table.csv`. Every command has its own --help."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -121,6 +143,9 @@ def analyze_cmd(
 
     * `affectlab analyze recordings.txt --engine ray --workers 8 --out results/`
     """
+    from affectlab.errors import check_device
+
+    check_device(device)
     if engine is not None:
         return _analyze_corpus(inputs, model, out, engine=engine, address=address, workers=workers,
                                unsupported={"--video-out": video_out, "--report": report, "--resume": resume or None,
@@ -151,8 +176,9 @@ def analyze_cmd(
     st = info["stats"]
     resumed = info.get("resume")
     if resumed:
-        console.print(f"resumed {out}: kept {resumed['kept_rows']} rows of {resumed['kept_inputs']} finished inputs"
-                      + (f", dropped {resumed['dropped_rows']} rows of unfinished ones" if resumed["dropped_rows"]
+        console.print(f"resumed {out}: kept {plural(resumed['kept_rows'], 'row')} of "
+                      f"{plural(resumed['kept_inputs'], 'finished input')}"
+                      + (f", dropped {plural(resumed['dropped_rows'], 'row')} of unfinished ones" if resumed["dropped_rows"]
                          else ""), highlight=False)
     if resumed and not resumed["remaining"]:
         console.print(f"nothing to resume: every input is already in {out}"
@@ -160,7 +186,8 @@ def analyze_cmd(
     else:
         written = [str(p) for p in (out, report) if p is not None] + list(info["video_out"].values())
         console.print(
-            f"[green]{st['rows']} rows from {st['frames']} frames of {st['inputs']} inputs ({st['fps']:.1f} frames/s)"
+            f"[green]{plural(st['rows'], 'row')} from {plural(st['frames'], 'frame')} of {plural(st['inputs'], 'input')} "
+            f"({st['fps']:.1f} frames/s)"
             f"[/green] -> {', '.join(written)}",
             highlight=False,
         )
@@ -189,7 +216,8 @@ def _analyze_corpus(inputs, model, out, *, engine, address, workers, unsupported
                         threads=threads or 1, **options)
     s = result.summary()
     kept = f", {s['kept']} kept from before" if s["kept"] else ""
-    console.print(f"[green]{s['analysed']} inputs analysed ({s['frames']} frames, {s['rows']} rows, "
+    console.print(f"[green]{plural(s['analysed'], 'input')} analysed ({plural(s['frames'], 'frame')}, "
+                  f"{plural(s['rows'], 'row')}, "
                   f"{s['seconds']:.1f} s, {s['workers']} worker(s)){kept}[/green] -> {out}/index.csv", highlight=False)
     for entry in result.failed:
         console.print(f"[bold red]failed:[/bold red] {entry['input']}: {entry['error']}", highlight=False,
@@ -239,7 +267,7 @@ def synth_cmd(
         overwrite=overwrite, progress=not quiet, frame_noise=frame_noise,
     )
     console.print(
-        f"[green]{len(df)} images of {df['subject'].nunique()} subjects written to {out}[/green] "
+        f"[green]{plural(len(df), 'image')} of {plural(df['subject'].nunique(), 'subject')} written to {out}[/green] "
         f"(labels: {out / 'labels.csv'})",
         highlight=False,
     )
@@ -247,7 +275,8 @@ def synth_cmd(
 
 @app.command("train")
 def train_cmd(
-    method: Optional[str] = typer.Option(None, "--method", "-m", help="Method name: baseline, aura, cage, smm, vavae."),
+    # no -m: that is --model in every command that takes a model
+    method: Optional[str] = typer.Option(None, "--method", help="Method name: baseline, aura, cage, smm, vavae."),
     train: Optional[List[str]] = typer.Option(
         None, "--train", help="Training data spec (FORMAT:PATH[:SPLIT]); repeat for several sets."
     ),
@@ -279,8 +308,11 @@ def train_cmd(
     --out runs/base --epochs 5`. Multi-GPU: add `--devices 8 --num-nodes 4 --strategy ddp`.
     Continue an interrupted run: `affectlab train --resume runs/base`.
     """
+    from affectlab.errors import check_device
     from affectlab.train.engine import run_training
 
+    if accelerator is not None:
+        check_device(accelerator, "--accelerator")
     dev = None if devices is None else (int(devices) if devices.isdigit() else devices)
     result = run_training(
         method=method, train_specs=train, val_specs=val, out=out, preset=preset, resume=resume,
@@ -301,7 +333,9 @@ def train_cmd(
 
 @app.command("evaluate")
 def evaluate_cmd(
-    model: str = typer.Option(..., "--model", help="Run directory, model file or packaged model name (affectlab models)."),
+    model: str = typer.Option(
+        ..., "--model", "-m", help="Run directory, model file or packaged model name (affectlab models)."
+    ),
     data: str = typer.Option(..., "--data", help="Dataset spec, e.g. rafdb:/data/RAF-DB:test."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metrics as JSON here."),
     predictions: Optional[Path] = typer.Option(
@@ -324,7 +358,7 @@ def evaluate_cmd(
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
-    """Evaluate a trained model on a dataset with the metrics of DESIGN.md.
+    """Evaluate a trained model on a dataset with the metrics of the papers it implements.
 
     Metrics cover the descriptors the model and the data share (classes and AUs matched
     by name). Example: `affectlab evaluate --model runs/base --data manifest:test/labels.csv
@@ -349,7 +383,7 @@ def evaluate_cmd(
     if result.smoothing is not None:
         chosen = ", ".join(f"{t} {mu:g}" for t, mu in result.smoothing["mu"].items())
         console.print(f"smoothing ({result.smoothing['level']}) mu: {chosen}", highlight=False)
-    table = Table(title=f"{len(result.predictions)} samples")
+    table = Table(title=plural(len(result.predictions), "sample"))
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in metrics_rows(result.metrics, per_class=per_class):
@@ -358,7 +392,7 @@ def evaluate_cmd(
     for kind, path in result.files.items():
         console.print(f"{kind}: {path}", highlight=False)
     if result.skipped:
-        console.print(f"[yellow]{result.skipped} unreadable images skipped[/yellow]")
+        console.print(f"[yellow]{plural(result.skipped, 'unreadable image')} skipped[/yellow]")
 
 
 @app.command("datasets")
@@ -375,7 +409,7 @@ def datasets_cmd(
     `imagefolder:/data/faces`; a bare .csv/.parquet path or a folder with labels.csv is a
     manifest. Without SPLIT every split is loaded.
 
-    Examples: `affectlab datasets`; `affectlab datasets ckplus:../shared/data/ckplus48`
+    Examples: `affectlab datasets`; `affectlab datasets ckplus:data/ckplus48`
     (loads it and prints classes, AU prevalence and identities).
     """
     from rich.markup import escape
@@ -422,7 +456,7 @@ def data_check_cmd(
     train-vs-validation comparison. `--plots DIR` writes class distribution, VA circumplex
     histogram, VA box plots per class, AU prevalence and split comparison figures.
 
-    Example: `affectlab data check ckplus:../shared/data/ckplus48 --plots ck_plots`, or
+    Example: `affectlab data check ckplus:data/ckplus48 --plots ck_plots`, or
     `affectlab data check affectnet:/data/AffectNet:train affectnet:/data/AffectNet:val`.
     """
     from affectlab.data.check import check_dataset, render_report
@@ -456,9 +490,10 @@ def demo_cmd(
     shown = ", ".join(f"{k} {m[k]:.3f}" for k in ("expr_acc", "expr_f1_macro", "va_ccc", "au_f1_mean") if k in m)
     Console().print(f"held-out synthetic identities: {shown}", highlight=False)
     Console().print(
-        f"run: {result.run}\nanalysis: {result.table} ({result.rows} rows), report: {result.report}, "
-        f"video: {result.video}",
+        f"run: {result.run}\nanalysis: {result.table} ({plural(result.rows, 'row')}), video: {result.video}\n"
+        f"Open the report in a browser: {result.report / 'index.html'}",
         highlight=False,
+        soft_wrap=True,  # paths stay whole, to copy
     )
 
 
@@ -505,7 +540,7 @@ def transfer_va_cmd(
             str(int(counts.get(row.expression, 0))),
         )
     Console().print(view)
-    Console().print(f"wrote {len(manifest)} rows to {out} and the ellipses to {ellipse_path(out)}", highlight=False)
+    Console().print(f"wrote {plural(len(manifest), 'row')} to {out} and the ellipses to {ellipse_path(out)}", highlight=False)
 
 
 @app.command("extract")
@@ -545,7 +580,7 @@ def extract_cmd(
 @app.command("explain")
 def explain_cmd(
     model: str = typer.Option(
-        ..., "--model", help="Run directory, model file or packaged model name of the model to explain."
+        ..., "--model", "-m", help="Run directory, model file or packaged model name of the model to explain."
     ),
     data: str = typer.Option(..., "--data", help="Data to explain it on: features:FEAT.zarr or a dataset spec."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the tables, plots and HTML page."),
@@ -697,7 +732,10 @@ def models_fetch_cmd(
 
 @models_app.command("import")
 def models_import_cmd(
-    source: str = typer.Argument(..., help="SOURCE:NAME: emotiefflib:<model> (e.g. enet_b0_8_va_mtl), faceapi:expression or clip:<arch>."),
+    source: str = typer.Argument(
+        ..., help="SOURCE:NAME: `emotiefflib:<model>` (e.g. `emotiefflib:enet_b0_8_va_mtl`), `faceapi:expression` "
+        "or `clip:<arch>`."
+    ),
     file: Optional[Path] = typer.Option(None, "--file", help="Local copy of the checkpoint (offline; required for clip:)."),
     force: bool = typer.Option(False, "--force", help="Replace an earlier import of the same name."),
 ):

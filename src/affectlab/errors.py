@@ -44,3 +44,26 @@ def check_nonnegative(value, what: str) -> float:
         raise ConfigError(f"{what} must be a finite number >= 0, got {value!r}")
     return number
 
+
+
+def check_device(device, what: str = "--device") -> str:
+    """``device`` if this machine has it; a CUDA device without a usable GPU is a :class:`ConfigError`.
+
+    torch's own error ("Found no NVIDIA driver ...") names neither the option nor the way
+    out, so the request is checked before any model is loaded.
+    """
+    text = str(device).strip().lower()
+    if text in ("gpu", "auto") and what == "--accelerator":
+        text = "cuda" if text == "gpu" else text
+    if text.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{what} {device}: no CUDA GPU is usable on this machine (torch.cuda.is_available() "
+                              f"is False); use {what} cpu")
+        if ":" in text:
+            index = text.split(":", 1)[1]
+            if not index.isdigit() or int(index) >= torch.cuda.device_count():
+                raise ConfigError(f"{what} {device}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                                  f"(cuda:0 ...)")
+    return str(device)

@@ -58,6 +58,9 @@ class RunStats:
     failures: list[Failure] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=lambda: {s: 0.0 for s in STAGES})
     interrupted: bool = False
+    #: wall-clock seconds spent on the inputs, from opening each to its last row (the
+    #: stages leave gaps); the progress bar's final rate of an input uses the same clock
+    wall_seconds: float = 0.0
 
     @property
     def total_seconds(self) -> float:
@@ -65,14 +68,15 @@ class RunStats:
 
     @property
     def fps(self) -> float:
-        t = self.total_seconds
+        """Frames per wall-clock second, as the progress bar shows them at the end of an input."""
+        t = self.wall_seconds if self.wall_seconds > 0 else self.total_seconds
         return self.frames / t if t > 0 else float("nan")
 
     def to_dict(self) -> dict:
         return {
             "frames": self.frames, "rows": self.rows, "faces": self.faces, "inputs": self.inputs,
             "failures": [vars(f) for f in self.failures], "seconds": dict(self.seconds),
-            "fps": self.fps, "interrupted": self.interrupted,
+            "fps": self.fps, "interrupted": self.interrupted, "wall_seconds": self.wall_seconds,
         }
 
 
@@ -255,6 +259,7 @@ class Analyzer:
         except MediaError:
             pass
         _call(sinks, "start_input", src, "video", fps)
+        began, frames_before = time.perf_counter(), stats.frames
         task = bar.add(Path(src).name, total)
         self._reset_detector()
         tracker = IoUTracker(self.track_iou, self.track_max_age)
@@ -287,11 +292,14 @@ class Analyzer:
             frames.close()
         if failure is not None:
             stats.failures.append(failure)
-        bar.done(task, failure is not None)
+        spent = time.perf_counter() - began
+        stats.wall_seconds += spent
+        bar.done(task, failure is not None, rate=(stats.frames - frames_before) / spent if spent > 0 else None)
         _call(sinks, "end_input", src, None if failure is None else str(failure))
 
     def _run_images(self, images: Sequence[Path], sinks, stats: RunStats, bar) -> None:
-        task = bar.add(f"{len(images)} images", len(images))
+        began, frames_before = time.perf_counter(), stats.frames
+        task = bar.add(f"{len(images)} image{'s' if len(images) != 1 else ''}", len(images))
         smoother = None  # single images have no temporal context
         for path in images:
             src = str(path)
@@ -322,7 +330,9 @@ class Analyzer:
         except Exception as exc:  # noqa: BLE001 - the model failed on the last batch
             stats.failures.append(Failure(f"{len(self._pending)} images", f"{type(exc).__name__}: {exc}", 0))
             self._pending = []
-        bar.done(task, False)
+        spent = time.perf_counter() - began
+        stats.wall_seconds += spent
+        bar.done(task, False, rate=(stats.frames - frames_before) / spent if spent > 0 else None)
 
     def _reset_detector(self) -> None:
         # stateful detectors (search near the last faces) must not carry faces across inputs
@@ -515,10 +525,14 @@ class _Progress:
         if speed:
             self._progress.update(task, rate=f"{speed:5.1f} frames/s")
 
-    def done(self, task, failed: bool) -> None:
+    def done(self, task, failed: bool, rate: float | None = None) -> None:
         if self._progress is None or task is None:
             return
         t = next(t for t in self._progress.tasks if t.id == task)
+        # the live rate is a moving estimate over bursts of decoded frames; the last one
+        # shown is the input's average (frames / wall seconds), as in the summary line
+        if rate is not None:
+            self._progress.update(task, rate=f"{rate:5.1f} frames/s")
         if failed:
             self._progress.update(task, description=f"[red]{t.description} (failed)")
         if t.total is not None and t.completed < t.total:

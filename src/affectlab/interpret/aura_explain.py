@@ -228,6 +228,13 @@ def archetype_stats(method, dataset, res: Mapping[str, np.ndarray]) -> pd.DataFr
     return table
 
 
+def sample_name(path) -> str:
+    """How a sample is named to the user: its file name (``S010_004_00000017.png``), which
+    they can find, rather than its row number in the dataset."""
+    text = str(path)
+    return os.path.basename(text) or text
+
+
 def diagnosis_table(method, dataset, res: Mapping[str, np.ndarray]) -> pd.DataFrame:
     """Samples whose given expression disagrees with their archetype's class, most confident first.
 
@@ -410,7 +417,7 @@ def write_html(method, dataset, res, stats: pd.DataFrame, path: Path, *, per_arc
         for i in closest:
             p = str(labels.at[int(i), "path"])
             data = _thumb(p, thumb_size)
-            title = esc(f"#{int(i)} {labels.at[int(i), 'expression'] if 'expression' in labels else ''}")
+            title = esc(f"{sample_name(p)} {labels.at[int(i), 'expression'] if 'expression' in labels else ''}")
             imgs.append(
                 f"<img src='data:image/jpeg;base64,{data}' width={thumb_size} title='{title}'>"
                 if data
@@ -529,6 +536,6 @@ def explain_aura(
         top = diag.head(5)
         summary.append(
             f"{len(diag)} samples disagree with their archetype's class; most confident: "
-            + "; ".join(f"#{r.index} given {r.given}, archetype says {r.archetype_label}" for r in top.itertuples())
+            + "; ".join(f"{sample_name(r.path)} given {r.given}, archetype says {r.archetype_label}" for r in top.itertuples())
         )
     return {"files": files, "summary": summary, "used_archetypes": used, "flagged": int(len(diag))}
