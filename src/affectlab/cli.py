@@ -104,8 +104,8 @@ def analyze_cmd(
         None, "--engine", help="Corpus run, --out DIR gets one Parquet per input + index.csv: local (this process) "
         "or ray (a Ray cluster; pip install 'affectlab[cluster]')."),
     address: Optional[str] = typer.Option(None, "--address", help="--engine ray: join this Ray cluster (e.g. auto)."),
-    landmarks: bool = typer.Option(False, "--landmarks", help="Add the 478 landmarks as lm<i>_x/_y/_z columns (asset face-landmarker)."),
-    blendshapes: bool = typer.Option(False, "--blendshapes", help="Add the 52 blendshapes as bs_<name> columns (asset face-landmarker)."),
+    landmarks: bool = typer.Option(False, "--landmarks", help="Add the 478 landmarks as `lm<i>_x/_y/_z` columns (asset face-landmarker)."),
+    blendshapes: bool = typer.Option(False, "--blendshapes", help="Add the 52 blendshapes as `bs_<name>` columns (asset face-landmarker)."),
     mesh: Optional[bool] = typer.Option(
         None, "--mesh/--no-mesh", help="Head pose and landmarker AUs: default when face-landmarker is present; "
         "--mesh requires it, --no-mesh turns them off."),
