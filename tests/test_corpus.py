@@ -107,7 +107,7 @@ def test_rerun_keeps_finished_redoes_failed_and_refuses_other_settings(clips, pr
 
 def test_a_line_cut_by_a_kill_is_dropped_and_the_index_still_appends(tmp_path):
     (tmp_path / INDEX_FILE).write_text(
-        "input,table,rows,frames,status,seconds,error,attempt\nx.mp4,x.parquet,3,3,ok,0.1,,1\ny.mp4,y.par")
+        "input,table,rows,frames,status,seconds,error,attempt,worker,peak_rss_mb\nx.mp4,x.parquet,3,3,ok,0.1,,1,7,100\ny.mp4,y.par")  # cut mid-line
     assert list(read_index(tmp_path)) == ["x.mp4"]
     w = corpus.IndexWriter(tmp_path)
     w.add({"input": "z.mp4", "table": "z.parquet", "rows": 1, "frames": 1, "status": "ok", "seconds": 0, "attempt": 1})

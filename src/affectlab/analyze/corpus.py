@@ -4,7 +4,8 @@
 
     DIR/
         settings.json          what decides the rows (model weights, detector, every, ...)
-        index.csv              input, table, rows, frames, status, seconds, error, attempt
+        index.csv              input, table, rows, frames, status, seconds, error, attempt,
+                               worker (process id), peak_rss_mb (of that worker so far)
         <stem>-<hash>.parquet  the rows of one input (one name per input path)
 
 An input's table is written to a temporary file and renamed into place once complete, and
@@ -34,7 +35,7 @@ from affectlab.errors import ConfigError
 
 INDEX_FILE = "index.csv"
 SETTINGS_FILE = "settings.json"
-INDEX_COLUMNS = ("input", "table", "rows", "frames", "status", "seconds", "error", "attempt")
+INDEX_COLUMNS = ("input", "table", "rows", "frames", "status", "seconds", "error", "attempt", "worker", "peak_rss_mb")
 LIST_SUFFIXES = (".txt", ".lst")
 ENGINES = ("local", "ray")
 
@@ -206,7 +207,18 @@ def analyze_input(job: InputJob, out: Path, predictor, settings: AnalyzeSettings
     except Exception as e:  # noqa: BLE001 - any failure of one input is recorded and the rest go on
         entry["error"] = f"{type(e).__name__}: {e}"
     entry["seconds"] = round(time.perf_counter() - t0, 3)
+    entry["worker"] = os.getpid()
+    entry["peak_rss_mb"] = _peak_rss_mb()
     return entry
+
+
+def _peak_rss_mb() -> float | None:
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux, bytes on macOS
+    return round(kb / (1024 * 1024 if os.uname().sysname == "Darwin" else 1024), 1)
 
 
 # ----------------------------------------------------------------------------- planning
