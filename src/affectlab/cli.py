@@ -558,6 +558,11 @@ def extract_cmd(
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, ... (default: CUDA when available)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store at --out."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    chunk_rows: Optional[int] = typer.Option(
+        None, "--chunk-rows", min=1, help="Rows per chunk, the unit of resumption and of DDP ranks (default 16 x batch)."),
+    devices: int = typer.Option(1, "--devices", min=1, help="Processes (CPU) or GPUs per node: Lightning DDP ranks."),
+    num_nodes: int = typer.Option(1, "--num-nodes", min=1, help="Nodes of a multi-node DDP extraction."),
+    strategy: Optional[str] = typer.Option(None, "--strategy", help="Lightning strategy with several ranks (ddp)."),
 ):
     """Encode a dataset once with a frozen backbone into a resumable feature store.
 
@@ -567,14 +572,22 @@ def extract_cmd(
     `affectlab train --method aura --train features:FEAT.zarr`.
 
     Example: `affectlab extract manifest:synth/labels.csv --backbone run:runs/cnn --out synth.zarr`.
+
+    Over several processes or nodes (Lightning DDP; each rank writes its own chunks of the
+    same store; the features equal a one-process extraction's):
+    `affectlab extract SPEC --backbone NAME --out FEAT.zarr --devices 4 --strategy ddp`.
     """
+    import os
+
     from affectlab.features.cache import extract_features
 
     store = extract_features(
         spec, backbone, out, weights=weights, batch_size=batch_size, dtype=dtype, patch=patch,
-        num_workers=num_workers, device=device, overwrite=overwrite, progress=not quiet,
+        num_workers=num_workers, device=device, overwrite=overwrite, progress=not quiet, devices=devices,
+        num_nodes=num_nodes, strategy=strategy, chunk_rows=chunk_rows,
     )
-    console.print(f"[green]wrote[/green] {store.describe()}", highlight=False)
+    if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":  # once, not per rank
+        console.print(f"[green]wrote[/green] {store.describe()}", highlight=False)
 
 
 @app.command("explain")

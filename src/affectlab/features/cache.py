@@ -300,6 +300,9 @@ def extract_features(
     overwrite: bool = False,
     progress: bool = True,
     max_chunks: int | None = None,
+    devices: int = 1,
+    num_nodes: int = 1,
+    strategy: str | None = None,
 ) -> FeatureStore:
     """Extract frozen-backbone features of a dataset into a resumable Zarr store.
 
@@ -335,6 +338,12 @@ def extract_features(
     max_chunks : int, optional
         Stop after computing this many chunks (the rest is left for a later call);
         used to test resumption.
+    devices, num_nodes : int
+        Processes per node and nodes of a Lightning DDP extraction (see
+        :mod:`affectlab.features.distributed`); ``1, 1`` (default) extracts in this process.
+    strategy : str, optional
+        Lightning strategy of a multi-process extraction (``"ddp"``, the default when
+        ``devices * num_nodes > 1``).
 
     Returns
     -------
@@ -349,8 +358,6 @@ def extract_features(
     DatasetError
         The store at ``out`` holds features of another backbone, preprocessing or dataset.
     """
-    import shutil
-
     import torch
     from torch.utils.data import DataLoader, Subset
 
@@ -388,51 +395,16 @@ def extract_features(
     rows = min(rows, n)
 
     out = Path(out).expanduser()
-    new_attrs = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "affectlab_version": __version__,
-        "backbone": bb_name,
-        "backbone_info": bb.describe(),
-        "weights": None if weights is None else Path(weights).name,
-        "preprocessing": bb.preprocessing.to_dict(),
-        "fingerprint": dataset_fingerprint(dataset),
-        "dataset": str(getattr(dataset, "name", "dataset")),
-        "label_space": dataset.label_space.to_dict(),
-        "num_samples": n,
-        "chunk_rows": rows,
-        "dtype": dtype,
-        "patch": bool(patch),
-    }
-    if out.exists() and overwrite:
-        shutil.rmtree(out)
-    if out.exists() and not (out / "zarr.json").is_file():
-        if any(out.iterdir()):
-            raise DatasetError(f"{str(out)!r} exists and is not a feature store; choose another --out")
-    completed: set[int] = set()
-    if (out / "zarr.json").is_file():
-        old = dict(_open_group(out, "r").attrs)
-        if old.get("format") != FORMAT:
-            raise DatasetError(f"{str(out)!r} is a Zarr store but not an affectlab feature store; choose another --out")
-        problems = _mismatch(old, new_attrs)
-        if problems:
-            raise DatasetError(
-                f"feature store {str(out)!r} was extracted differently and features cannot be mixed: "
-                + "; ".join(problems)
-                + ". Use another --out, or --overwrite to replace it"
-            )
-        if int(old.get("num_samples", -1)) != n or int(old.get("chunk_rows", -1)) != rows:
-            raise DatasetError(
-                f"feature store {str(out)!r} has {old.get('num_samples')} rows in chunks of {old.get('chunk_rows')}, "
-                f"this extraction {n} in chunks of {rows}; use the same --batch-size or --overwrite"
-            )
-        completed = {int(c) for c in old.get("completed", [])}
-        group = _open_group(out, "a")
-    else:
-        group = _open_group(out, "w")
-        group.attrs.update({**new_attrs, "completed": [], "dim": None, "tokens": None})
-        _write_labels(dataset.labels, out / LABELS_FILE)
+    if devices * num_nodes > 1 or strategy is not None:
+        from affectlab.features.distributed import extract_distributed
 
+        return extract_distributed(
+            dataset, bb, bb_name, out, weights=weights, batch_size=batch_size, dtype=dtype, patch=patch, rows=rows,
+            num_workers=num_workers, device=device, overwrite=overwrite, progress=progress, devices=devices,
+            num_nodes=num_nodes, strategy=strategy or "ddp",
+        )
+    group, completed = open_for_extraction(dataset, bb, bb_name, out, weights=weights, dtype=dtype, patch=patch,
+                                           rows=rows, overwrite=overwrite)
     num_chunks = -(-n // rows)
     todo = [c for c in range(num_chunks) if c not in completed]
     if max_chunks is not None:
@@ -460,55 +432,22 @@ def extract_features(
                 num_workers=num_workers,
                 collate_fn=collate,
             )
-            g_parts: list[tuple[np.ndarray, np.ndarray]] = []
-            t_parts: list[np.ndarray] = []
+            parts = []
             for batch in loader:
-                if batch.get("empty"):
-                    bar.advance(task, int(batch["skipped"]))
-                    continue
-                x = batch["image"].to(dev)
-                res = bb(x)
-                g = res["global"].float().cpu().numpy().astype(dtype)
-                g_parts.append((batch["index"].numpy(), g))
-                if patch:
-                    tok = _tokens_of(res)
-                    if tok is None:
-                        raise ConfigError(f"backbone {bb_name!r} gives neither patch tokens nor a feature map; drop --patch")
-                    t_parts.append(tok.float().cpu().numpy().astype(dtype))
-                bar.advance(task, len(batch["index"]) + int(batch["skipped"]))
-            # arrays are created once the first chunk tells the feature sizes
-            if "global" not in group:
-                if not g_parts:
-                    raise DatasetError(f"no readable image in rows {lo}-{hi - 1} of {new_attrs['dataset']}")
-                dim = g_parts[0][1].shape[1]
-                group.create_array("global", shape=(n, dim), chunks=(rows, dim), dtype=dtype, fill_value=0)
-                group.create_array("valid", shape=(n,), chunks=(rows,), dtype="bool", fill_value=False)
-                group.attrs["dim"] = int(dim)
-                if patch:
-                    t, dt = t_parts[0].shape[1:]
-                    # small token chunks: a training sample reads its own tokens only
-                    group.create_array("tokens", shape=(n, t, dt), chunks=(min(rows, 16), t, dt), dtype=dtype, fill_value=0)
-                    group.attrs["tokens"] = [int(t), int(dt)]
-            dim = int(group.attrs["dim"])
-            block = np.zeros((hi - lo, dim), dtype=dtype)
-            valid = np.zeros(hi - lo, dtype=bool)
-            tblock = None
-            if patch:
-                t, dt = group.attrs["tokens"]
-                tblock = np.zeros((hi - lo, t, dt), dtype=dtype)
-            for k, (idx, g) in enumerate(g_parts):
-                local = idx - lo  # Subset re-indexes nothing: index is the dataset row
-                block[local] = g
-                valid[local] = True
-                if tblock is not None:
-                    tblock[local] = t_parts[k]
-            group["global"][lo:hi] = block
-            group["valid"][lo:hi] = valid
-            if tblock is not None:
-                group["tokens"][lo:hi] = tblock
+                part = encode_batch(bb, batch, dev, dtype, patch, bb_name)
+                if part is not None:
+                    parts.append(part)
+                bar.advance(task, len(batch.get("index", ())) + int(batch["skipped"]))
+            if "global" not in group:  # arrays are created once the first chunk tells the feature sizes
+                if not parts:
+                    raise DatasetError(f"no readable image in rows {lo}-{hi - 1} of {group.attrs['dataset']}")
+                create_arrays(group, parts[0], n, rows, dtype)
+            write_chunk(group, lo, hi, parts, dtype)
             completed.add(c)
             # recorded only after the data are written: an interruption redoes this chunk
             group.attrs["completed"] = sorted(completed)
+    if (out / DONE_DIR).is_dir():  # markers of an interrupted multi-process run, now in the attrs
+        merge_done_markers(out)
     group.attrs["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     attrs = dict(_open_group(out, "r").attrs)
     return FeatureStore(out, attrs)
@@ -583,3 +522,149 @@ def write_features(
         }
     )
     return FeatureStore(out, dict(_open_group(out, "r").attrs))
+
+
+# ----------------------------------------------------------------------------- extraction steps
+# Shared by the one-process loop above and the DDP ranks of affectlab.features.distributed.
+DONE_DIR = "chunks-done"
+TOKEN_CHUNK_ROWS = 16
+
+
+def extraction_attrs(dataset, bb, bb_name: str, *, weights, dtype: str, patch: bool, rows: int) -> dict:
+    """The attributes that key a store: backbone, preprocessing, dataset fingerprint, sizes."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "affectlab_version": __version__,
+        "backbone": bb_name,
+        "backbone_info": bb.describe(),
+        "weights": None if weights is None else Path(weights).name,
+        "preprocessing": bb.preprocessing.to_dict(),
+        "fingerprint": dataset_fingerprint(dataset),
+        "dataset": str(getattr(dataset, "name", "dataset")),
+        "label_space": dataset.label_space.to_dict(),
+        "num_samples": len(dataset),
+        "chunk_rows": rows,
+        "dtype": dtype,
+        "patch": bool(patch),
+    }
+
+
+def open_for_extraction(dataset, bb, bb_name: str, out: Path, *, weights, dtype: str, patch: bool, rows: int,
+                        overwrite: bool = False, create: bool = True):
+    """Open (resume) or create the store at ``out``; returns ``(group, completed chunk ids)``.
+
+    With ``create=False`` the store must exist already (a DDP rank other than 0 opening
+    what rank 0 prepared). The completed chunks are those of the attrs plus the chunk
+    markers ranks leave (:func:`mark_done`), so any interrupted run resumes.
+
+    Raises
+    ------
+    DatasetError
+        ``out`` holds something else, or features of another backbone, preprocessing,
+        dataset or chunking.
+    """
+    import shutil
+
+    new_attrs = extraction_attrs(dataset, bb, bb_name, weights=weights, dtype=dtype, patch=patch, rows=rows)
+    n = new_attrs["num_samples"]
+    if out.exists() and overwrite and create:
+        shutil.rmtree(out)
+    if out.exists() and not (out / "zarr.json").is_file():
+        if any(out.iterdir()):
+            raise DatasetError(f"{str(out)!r} exists and is not a feature store; choose another --out")
+    if (out / "zarr.json").is_file():
+        old = dict(_open_group(out, "r").attrs)
+        if old.get("format") != FORMAT:
+            raise DatasetError(f"{str(out)!r} is a Zarr store but not an affectlab feature store; choose another --out")
+        problems = _mismatch(old, new_attrs)
+        if problems:
+            raise DatasetError(
+                f"feature store {str(out)!r} was extracted differently and features cannot be mixed: "
+                + "; ".join(problems)
+                + ". Use another --out, or --overwrite to replace it"
+            )
+        if int(old.get("num_samples", -1)) != n or int(old.get("chunk_rows", -1)) != rows:
+            raise DatasetError(
+                f"feature store {str(out)!r} has {old.get('num_samples')} rows in chunks of {old.get('chunk_rows')}, "
+                f"this extraction {n} in chunks of {rows}; use the same --batch-size or --overwrite"
+            )
+        return _open_group(out, "a"), {int(c) for c in old.get("completed", [])} | done_markers(out)
+    if not create:
+        raise DatasetError(f"feature store {str(out)!r} was not prepared by rank 0")
+    group = _open_group(out, "w")
+    group.attrs.update({**new_attrs, "completed": [], "dim": None, "tokens": None})
+    _write_labels(dataset.labels, out / LABELS_FILE)
+    return group, set()
+
+
+def encode_batch(bb, batch, device, dtype: str, patch: bool, bb_name: str = "backbone"):
+    """``(dataset rows, global features, tokens or None)`` of one collated batch (``None`` if empty)."""
+    if batch.get("empty"):
+        return None
+    res = bb(batch["image"].to(device))
+    g = res["global"].float().cpu().numpy().astype(dtype)
+    tok = None
+    if patch:
+        t = _tokens_of(res)
+        if t is None:
+            raise ConfigError(f"backbone {bb_name!r} gives neither patch tokens nor a feature map; drop --patch")
+        tok = t.float().cpu().numpy().astype(dtype)
+    return np.asarray(batch["index"]), g, tok
+
+
+def create_arrays(group, part, n: int, rows: int, dtype: str) -> None:
+    """Create the ``global`` / ``valid`` (/ ``tokens``) arrays sized by one encoded batch."""
+    _, g, tok = part
+    dim = g.shape[1]
+    group.create_array("global", shape=(n, dim), chunks=(rows, dim), dtype=dtype, fill_value=0)
+    group.create_array("valid", shape=(n,), chunks=(rows,), dtype="bool", fill_value=False)
+    group.attrs["dim"] = int(dim)
+    if tok is not None:
+        t, dt = tok.shape[1:]
+        # small token chunks: a training sample reads its own tokens only
+        group.create_array("tokens", shape=(n, t, dt), chunks=(min(rows, TOKEN_CHUNK_ROWS), t, dt), dtype=dtype,
+                           fill_value=0)
+        group.attrs["tokens"] = [int(t), int(dt)]
+
+
+def write_chunk(group, lo: int, hi: int, parts, dtype: str) -> None:
+    """Write the encoded batches of rows ``lo:hi`` (unreadable rows stay invalid)."""
+    dim = int(group.attrs["dim"])
+    block = np.zeros((hi - lo, dim), dtype=dtype)
+    valid = np.zeros(hi - lo, dtype=bool)
+    tblock = None
+    if group.attrs.get("tokens"):
+        t, dt = group.attrs["tokens"]
+        tblock = np.zeros((hi - lo, t, dt), dtype=dtype)
+    for idx, g, tok in parts:
+        local = idx - lo  # index is the dataset row
+        block[local] = g
+        valid[local] = True
+        if tblock is not None:
+            tblock[local] = tok
+    group["global"][lo:hi] = block
+    group["valid"][lo:hi] = valid
+    if tblock is not None:
+        group["tokens"][lo:hi] = tblock
+
+
+def mark_done(out: Path, chunk: int) -> None:
+    """Record chunk ``chunk`` as written, without touching the attrs other ranks also read."""
+    folder = out / DONE_DIR
+    folder.mkdir(exist_ok=True)
+    (folder / str(int(chunk))).touch()
+
+
+def done_markers(out: Path) -> set[int]:
+    folder = out / DONE_DIR
+    return {int(p.name) for p in folder.iterdir() if p.name.isdigit()} if folder.is_dir() else set()
+
+
+def merge_done_markers(out: Path) -> None:
+    """Fold the chunk markers into the attrs (one process, after every rank finished)."""
+    import shutil
+
+    group = _open_group(out, "a")
+    group.attrs["completed"] = sorted({int(c) for c in group.attrs.get("completed", [])} | done_markers(out))
+    shutil.rmtree(out / DONE_DIR, ignore_errors=True)
