@@ -1,6 +1,6 @@
 """The analysis table: one row per frame and face, as a pandas DataFrame subclass.
 
-Columns (DESIGN.md): ``input, frame, time_s, face, x, y, w, h, score``, then
+Columns: ``input, frame, time_s, face, x, y, w, h, score``, then
 ``expr_<name>`` probabilities and ``expression`` (argmax), ``valence``, ``arousal`` and
 ``AU<k>`` probabilities -- whichever the model predicts. A frame where no face was found
 has one row with ``face = -1`` and empty (NaN) box and predictions, so timelines have
@@ -134,23 +134,61 @@ class AffectTable(pd.DataFrame):
         return default if value is None else value
 
     # -- accessors ----------------------------------------------------------------------
+    def _absent(self, what: str) -> ConfigError:
+        """The error of an accessor whose descriptor the model does not predict."""
+        model = (self._meta("model_info", {}) or {}).get("model")
+        by = f"the model {model!r}" if model else "the model that made it"
+        predicts = [d for d, ok in (("expressions", any(str(c).startswith("expr_") for c in self.columns)),
+                                    ("valence/arousal", "valence" in self.columns),
+                                    ("action units", bool(self._meta("au_names", []))))
+                    if ok]
+        return ConfigError(
+            f"this table has no {what} columns: {by} predicts "
+            f"{', '.join(predicts) if predicts else 'none of expressions, valence/arousal, action units'}; "
+            f"analyze with a model that predicts {what} (`affectlab models` lists them)"
+        )
+
     @property
     def expressions(self) -> pd.DataFrame:
-        """Expression probabilities, one column per class name (no ``expr_`` prefix)."""
+        """Expression probabilities, one column per class name (no ``expr_`` prefix).
+
+        Raises
+        ------
+        ConfigError
+            When the model predicts no expressions.
+        """
         names = self._meta("expression_names", [])
         cols = [f"expr_{n}" for n in names if f"expr_{n}" in self.columns]
+        if not cols:
+            raise self._absent("expression")
         return pd.DataFrame(self[cols].to_numpy(dtype=np.float64), index=self.index, columns=[c[5:] for c in cols])
 
     @property
     def va(self) -> pd.DataFrame:
-        """``valence`` and ``arousal`` columns (empty frame when the model has no VA head)."""
+        """``valence`` and ``arousal`` columns.
+
+        Raises
+        ------
+        ConfigError
+            When the model has no valence/arousal head (the default ``affectlab-base``).
+        """
         cols = [c for c in ("valence", "arousal") if c in self.columns]
+        if not cols:
+            raise self._absent("valence/arousal")
         return pd.DataFrame(self[cols].to_numpy(dtype=np.float64), index=self.index, columns=cols)
 
     @property
     def aus(self) -> pd.DataFrame:
-        """AU probabilities, one column per AU."""
+        """AU probabilities, one column per AU.
+
+        Raises
+        ------
+        ConfigError
+            When the model predicts no action units.
+        """
         cols = [c for c in self._meta("au_names", []) if c in self.columns]
+        if not cols:
+            raise self._absent("action unit")
         return pd.DataFrame(self[cols].to_numpy(dtype=np.float64), index=self.index, columns=cols)
 
     @property
