@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import time
 import warnings
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from affectlab.analyze.pipeline import Analyzer, OutputError, RunStats, smoothing_spec
@@ -216,7 +218,30 @@ def analyze(
     reporter = None
     if report is not None:
         named = [str(p) for p in paths] + ([e["input"] for e in plan.finished] if plan is not None else [])
-        reporter = ReportSink(report, space.expressions, aus, analyzer.columns, inputs=named)
+        annotated = None
+        if overlay is not None:
+            def annotated(path, overlay=overlay):
+                # this run's videos, or the file a first run wrote for a video kept by --resume
+                if path in overlay.outputs:
+                    return overlay.outputs[path]
+                if path in overlay.videos and overlay.target(path).exists():
+                    return overlay.target(path)
+                return None
+        window = None if start is None and end is None else f"{start or 0:g} s to {'end' if end is None else f'{end:g} s'}"
+        run_info = {
+            "model": str(info.get("path") or info.get("name") or repr(predictor)),
+            "detector": detector if isinstance(detector, str) else getattr(detector, "__name__", repr(detector)),
+            "every": "every frame" if every == 1 else f"one in {every}",
+            "window": window,
+            "smoothing": (", ".join(f"{k} mu={v:g}" for k, v in mu.items()) if mu else "none"),
+            "table": str(out) if out is not None else None,
+            "annotated": (str(video_out) if overlay is not None and len(overlay.videos) <= 1 else
+                          f"{Path(video_out).stem}_<name>{Path(video_out).suffix} beside {video_out}"
+                          if overlay is not None else None),
+            "created": time.strftime("%Y-%m-%d %H:%M"),
+        }
+        reporter = ReportSink(report, space.expressions, aus, analyzer.columns, inputs=named, run=run_info,
+                              annotated=annotated)
         if plan is not None:
             from affectlab.analyze.resume import replay
 

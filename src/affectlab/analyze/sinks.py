@@ -134,9 +134,21 @@ class OverlaySink(Sink):
 
 
 class ReportSink(Sink):
-    """Write an HTML report per video (and one for all still images) into a folder."""
+    """Write the HTML report (:mod:`affectlab.analyze.report`) into a folder: a page per
+    video when it ends, the images page and the index when the run ends.
 
-    def __init__(self, out_dir, expressions=(), aus=(), columns=(), inputs: Sequence[str] = ()):
+    Parameters
+    ----------
+    inputs : sequence of str
+        Every input of the run, for distinct page names.
+    run : mapping, optional
+        What the pages say about the run (model, detector, settings, table, ...).
+    annotated : callable, optional
+        ``annotated(input) -> path or None``: the input's annotated video.
+    """
+
+    def __init__(self, out_dir, expressions=(), aus=(), columns=(), inputs: Sequence[str] = (), run=None,
+                 annotated=None):
         from affectlab.analyze.naming import unique_output_names
 
         self.out_dir = Path(out_dir)
@@ -145,9 +157,14 @@ class ReportSink(Sink):
         self.label = f"the report in {self.out_dir}"
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.expressions, self.aus, self.columns = list(expressions), list(aus), list(columns)
+        self.run = dict(run or {})
+        self._annotated = annotated
         self._chunks: dict[str, list[pd.DataFrame]] = {}
         self._kind: dict[str, str] = {}
         self._failure: dict[str, str | None] = {}
+        self._summary: dict[str, dict] = {}
+        self._thumbs: dict[str, str] = {}
+        self._thumb_has_face: dict[str, bool] = {}
         self.pages: dict[str, Path] = {}
 
     def name(self, path: str) -> str:
@@ -157,7 +174,7 @@ class ReportSink(Sink):
         if path not in self._names:  # not announced: named after the others, which keep theirs
             self._inputs.append(path)
             taken = set(self._names.values()) | {"index", "images"}
-            self._names[path] = unique_output_names(self._inputs, reserved=taken - {None})[path]
+            self._names[path] = unique_output_names(self._inputs, reserved=taken)[path]
         return self._names[path]
 
     def start_input(self, path, kind, fps):
@@ -167,30 +184,101 @@ class ReportSink(Sink):
     def write(self, chunk, frames):
         for inp, g in chunk.groupby("input", sort=False):
             self._chunks.setdefault(inp, []).append(g)
+        if frames:
+            self._thumbnails(chunk, frames)
+
+    def _thumbnails(self, chunk, frames) -> None:
+        """The first frame of each input with a face (else its first frame), as a small JPEG."""
+        from affectlab.analyze.report import write_thumbnail
+
+        by_key = None
+        for frame in frames:
+            p = frame.input
+            if self._thumb_has_face.get(p):
+                continue
+            if by_key is None:
+                by_key = {k: g for k, g in chunk.groupby(["input", "frame"], sort=False)}
+            rows = by_key.get((p, frame.index))
+            has_face = rows is not None and bool((rows["face"] >= 0).any())
+            if p in self._thumbs and not has_face:
+                continue
+            self._thumbs[p] = self._thumb(p, frame.image, rows)
+            self._thumb_has_face[p] = has_face
+
+    def _thumb(self, path: str, image, rows) -> str:
+        from affectlab.analyze.report import write_thumbnail
+
+        name = f"thumbs/{self.name(path)}.jpg"
+        write_thumbnail(image, rows, self.out_dir / name)
+        return name
+
+    def _thumb_from_file(self, path: str, rows) -> None:
+        """A thumbnail for an input whose frames were not seen (rows kept by ``--resume``)."""
+        from affectlab.analyze.inputs import MediaError, iter_frames
+
+        face_rows = rows[rows["face"] >= 0] if rows is not None and len(rows) else None
+        want = int(face_rows["frame"].iloc[0]) if face_rows is not None and len(face_rows) else 0
+        try:
+            for frame in iter_frames(path):
+                if frame.index >= want:
+                    self._thumbs[path] = self._thumb(path, frame.image, rows[rows["frame"] == frame.index]
+                                                     if rows is not None else None)
+                    break
+        except (MediaError, OSError, ValueError):
+            pass  # the file moved or is unreadable: no thumbnail, the rest of the report stands
 
     def _table(self, paths) -> AffectTable:
         chunks = [c for p in paths for c in self._chunks.get(p, []) if len(c)]
         df = pd.concat(chunks, ignore_index=True) if chunks else empty_frame(self.columns)
         return AffectTable.from_frame(df, self.expressions, self.aus)
 
+    def _annotated_for(self, path: str):
+        if self._annotated is None:
+            return None
+        out = self._annotated(path)
+        return str(out) if out else None
+
     def end_input(self, path, failure):
-        from affectlab.analyze.report import video_report
+        from affectlab.analyze.report import input_summary, video_report
 
         self._failure[path] = failure
-        if self._kind.get(path) != "video":
+        kind = self._kind.get(path, "image")
+        table = self._table([path])
+        if path not in self._thumbs and len(table):
+            self._thumb_from_file(path, table)
+        if kind != "video":
             return
+        self._summary[path] = input_summary(table, kind, self.expressions)
         out = self.out_dir / f"{self.name(path)}.html"
-        video_report(self._table([path]), path, out, failure)
+        from affectlab.analyze.report import display_names
+
+        video_report(table, path, out, failure, thumb=self._thumbs.get(path), run=self.run,
+                     annotated=self._annotated_for(path), title=display_names(self._inputs).get(path))
         self.pages[path] = out
         self._chunks.pop(path, None)  # the rows of a finished video are not needed again
 
     def close(self):
-        from affectlab.analyze.report import images_report, index_page
+        from affectlab.analyze.report import images_report, index_page, input_summary
 
         images = [p for p, k in self._kind.items() if k == "image"]
         if images:
-            out = images_report(self._table(images), self.out_dir / "images.html")
+            table = self._table(images)
+            for p in images:
+                if p not in self._thumbs and not self._failure.get(p):
+                    self._thumb_from_file(p, table[table["input"] == p])
+            out = images_report(table, self.out_dir / "images.html", names={p: self.name(p) for p in images},
+                                thumbs=self._thumbs, failures=self._failure, order=images, run=self.run)
+            groups = {k: g for k, g in table.groupby("input", sort=False)} if len(table) else {}
             for p in images:
                 self.pages[p] = out
-        entries = [(p, self.pages[p].name if p in self.pages else None, self._failure.get(p)) for p in self._kind]
-        index_page(self.out_dir, entries)
+                self._summary[p] = input_summary(groups.get(p, table.iloc[:0]), "image", self.expressions)
+        entries = []
+        given = {p: i for i, p in enumerate(self._inputs)}
+        for p, kind in sorted(self._kind.items(), key=lambda kv: given.get(kv[0], len(given))):  # as the user gave them
+            page = None
+            if p in self.pages:
+                page = self.pages[p].name + (f"#{self.name(p)}" if kind == "image" else "")
+            entries.append({"input": p, "page": page, "thumb": self._thumbs.get(p),
+                            "summary": self._summary.get(p) or {"kind": kind},
+                            "failure": self._failure.get(p), "annotated": self._annotated_for(p)})
+        index_page(self.out_dir, entries, run=self.run)
