@@ -86,8 +86,12 @@ def analyze_cmd(
     inputs: List[str] = typer.Argument(..., help="Images, folders (recursive), glob patterns ('clips/*.mp4') or videos."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Run directory, model.ckpt or packaged model name."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Table to write: .csv, .parquet or .json."),
-    video_out: Optional[Path] = typer.Option(None, "--video-out", help="Annotated video (.mp4); several videos: one file each."),
-    report: Optional[Path] = typer.Option(None, "--report", help="Folder for the HTML report (one page per input)."),
+    video_out: Optional[Path] = typer.Option(
+        None, "--video-out", help="Annotated video (.mp4, .mkv, .mov, .avi); several videos: OUT_<name>.mp4 each."
+    ),
+    report: Optional[Path] = typer.Option(
+        None, "--report", help="Folder for the HTML report: index.html, a page per video, images.html."
+    ),
     detector: str = typer.Option("haar", "--detector", help="Face detector: haar (default) or none (images are faces)."),
     every: int = typer.Option(1, "--every", min=1, help="Analyse one video frame in N."),
     start: Optional[float] = typer.Option(None, "--start", min=0, help="Start time in seconds (videos)."),

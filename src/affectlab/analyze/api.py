@@ -91,17 +91,21 @@ def analyze(
         Time window of the videos, in seconds.
     smooth : float, "auto" or dict, optional
         Temporal smoothing (equation 9 of the SMM-EmotionNet paper) per face track;
-        ``"auto"`` uses the mu stored with the model (none stored: no smoothing, with a
-        warning); a dict gives one mu per task (``expr``, ``va``, ``au``).
+        ``"auto"`` uses the mu stored with the model (none stored: no smoothing, with an
+        :class:`AnalyzeNotice`); a dict gives one mu per task (``expr``, ``va``, ``au``).
     batch_size : int
         Face crops per forward pass.
     out : path, optional
         Also write the table to ``.csv``, ``.parquet`` or ``.json``, row chunk by row
         chunk (a failure or Ctrl-C leaves a valid file with every row computed so far).
     video_out : path, optional
-        Annotated copy of each video (boxes, top expression, circumplex, top AUs).
+        Annotated copy of each video (boxes, top expression, circumplex, top AUs); with
+        several videos, ``<stem>_<name><suffix>`` beside it, ``<name>`` distinct per video
+        (:func:`~affectlab.analyze.naming.unique_output_names`). Checked before the first
+        frame (an extension whose container this FFmpeg cannot write is refused).
     report : path, optional
-        Folder for the HTML reports (one page per video, one for the images, an index).
+        Folder for the HTML report (:mod:`affectlab.analyze.report`): an index with a line
+        per input, a page per video, one for the images, thumbnails.
     progress : bool
         Show a progress bar per input.
     device : str
