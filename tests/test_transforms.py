@@ -163,3 +163,43 @@ def test_cage_preset_lists_the_papers_augmentations():
     assert erasing.p == 0.5 and tuple(erasing.scale) == (0.02, 0.2) and erasing.value is None  # v2 stores value="random" as None
     # erasing is applied after normalisation, as in the paper's list
     assert kinds.index(v2.RandomErasing) > kinds.index(v2.Normalize)
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "nearest"])
+@pytest.mark.parametrize("normalize", ["imagenet", "clip", "none"])
+def test_eval_pipeline_is_torchvisions_to_the_bit(interpolation, normalize):
+    # the eval pipeline runs without torchvision (start-up time); it must give torchvision's numbers
+    from torchvision import tv_tensors
+    from torchvision.transforms import v2
+
+    from affectlab.data.transforms import NORMALIZATIONS
+
+    rng = np.random.default_rng(3)
+    stats = NORMALIZATIONS[normalize]
+    for shape, size in (((37, 53, 3), 32), ((20, 20, 3), 64), ((64, 64, 3), 64), ((90, 70, 3), (40, 48))):
+        ours = build_transform("eval", size, normalize, interpolation=interpolation)
+        hw = (size, size) if isinstance(size, int) else size
+        ops = [v2.Resize(hw, interpolation=v2.InterpolationMode(interpolation), antialias=True),
+               v2.ToDtype(torch.float32, scale=True)]
+        if stats is not None:
+            ops.append(v2.Normalize(mean=list(stats[0]), std=list(stats[1])))
+        reference = v2.Compose(ops)
+        image = rng.integers(0, 256, shape, dtype=np.uint8)
+        single = reference(tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))).as_subclass(torch.Tensor)
+        assert torch.equal(ours(image), single.contiguous()), (shape, size)
+        stack = torch.from_numpy(rng.integers(0, 256, (3, *shape), dtype=np.uint8)).permute(0, 3, 1, 2).contiguous()
+        expected = reference(tv_tensors.Image(stack)).as_subclass(torch.Tensor)
+        assert torch.equal(ours.pipeline(stack), expected), (shape, size)
+
+
+def test_eval_transform_does_not_import_torchvision():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np; from affectlab.data.transforms import build_transform; "
+        "build_transform('eval', 32, 'imagenet')(np.zeros((40, 30, 3), np.uint8)); "
+        "print('torchvision' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -26,7 +26,9 @@ Presets
     RandomErasing(p=0.5, scale=(0.02, 0.2), ratio=(0.3, 3.3), value="random").
 
 With ``train=False`` every preset gives the ``eval`` pipeline, so one config names the
-preset and training and evaluation stay consistent.
+preset and training and evaluation stay consistent. The ``eval`` pipeline is computed with
+torch alone, exactly as torchvision computes it (a test compares them), so analysing a
+photo does not pay for importing torchvision (seconds: it imports ``torch._dynamo``).
 
 Normalisations: ``imagenet`` (torchvision backbones), ``clip`` (open_clip's OpenAI
 mean/std) and ``none`` (values stay in [0, 1]).
@@ -34,13 +36,12 @@ mean/std) and ``none`` (values stay in [0, 1]).
 
 from __future__ import annotations
 
+import platform
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from torchvision import tv_tensors
-from torchvision.transforms import v2
 
 from affectlab.errors import ConfigError
 
@@ -165,6 +166,8 @@ INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
 def _crop_flip_rotate_jitter(size, mode, *, min_scale: float, degrees: float, jitter: float) -> list:
     """The light geometric + colour operations the ``default`` and ``faces`` presets share."""
+    from torchvision.transforms import v2
+
     return [
         v2.RandomResizedCrop(size, scale=(min_scale, 1.0), ratio=(0.9, 1.1), interpolation=mode, antialias=True),
         v2.RandomHorizontalFlip(p=0.5),
@@ -175,6 +178,8 @@ def _crop_flip_rotate_jitter(size, mode, *, min_scale: float, degrees: float, ji
 
 def _augmentations(preset: str, size: tuple[int, int], interpolation: str = "bilinear") -> tuple[list, list]:
     """(geometric/colour ops before normalisation, ops after it) for a training preset."""
+    from torchvision.transforms import v2
+
     mode = v2.InterpolationMode(interpolation)
     if preset == "eval":
         return [v2.Resize(size, interpolation=mode, antialias=True)], []
@@ -198,6 +203,64 @@ def _augmentations(preset: str, size: tuple[int, int], interpolation: str = "bil
     raise ConfigError(f"unknown transform preset {preset!r}; known presets: {', '.join(PRESETS)}")
 
 
+class EvalPipeline:
+    """``Resize(size, antialias=True)`` -> ``ToDtype(float32, scale=True)`` -> ``Normalize``
+    of :mod:`torchvision.transforms.v2`, computed the way torchvision computes them, with
+    torch alone: on ``uint8`` [C, H, W] or [N, C, H, W] tensors."""
+
+    def __init__(self, size: tuple[int, int], interpolation: str, stats):
+        self.size = (int(size[0]), int(size[1]))
+        self.interpolation = interpolation
+        self.mean = None if stats is None else torch.tensor(stats[0], dtype=torch.float32).view(-1, 1, 1)
+        self.std = None if stats is None else torch.tensor(stats[1], dtype=torch.float32).view(-1, 1, 1)
+
+    def _resize(self, image: torch.Tensor) -> torch.Tensor:
+        # torchvision.transforms.v2.functional.resize_image, for the modes offered here
+        mode = self.interpolation
+        shape = image.shape
+        channels, height, width = shape[-3:]
+        if (height, width) == self.size or image.numel() == 0:
+            return image
+        antialias, align = (False, None) if mode == "nearest" else (True, False)
+        dtype = image.dtype
+        acceptable = [torch.float32, torch.float64]
+        if mode == "nearest":
+            acceptable.append(torch.uint8)
+        elif image.device.type == "cpu" and (
+            mode == "bicubic"
+            or torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+            or platform.machine() in ("aarch64", "arm64")
+        ):
+            acceptable.append(torch.uint8)  # torch's native uint8 antialiased kernels
+        numel = image.numel()
+        image = image.reshape(-1, channels, height, width)
+        strides = image.stride()
+        if image.is_contiguous(memory_format=torch.channels_last) and image.shape[0] == 1 and numel != strides[0]:
+            # as torchvision does: keep a single channels-last image channels-last (same values, one copy less)
+            new_strides = list(strides)
+            new_strides[0] = numel
+            image = image.as_strided((1, channels, height, width), new_strides)
+        cast = dtype not in acceptable
+        if cast:
+            image = image.to(torch.float32)
+        image = torch.nn.functional.interpolate(image, size=list(self.size), mode=mode, align_corners=align,
+                                                antialias=antialias)
+        if cast:
+            if mode == "bicubic" and dtype == torch.uint8:
+                image = image.clamp_(min=0, max=255)
+            if not dtype.is_floating_point:
+                image = image.round_()
+            image = image.to(dtype)
+        return image.reshape(shape[:-3] + (channels, *self.size))
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        image = self._resize(image.as_subclass(torch.Tensor))
+        out = image.to(torch.float32).mul_(1.0 / 255) if image.dtype == torch.uint8 else image.to(torch.float32)
+        if self.mean is not None:
+            out = out.sub(self.mean).div_(self.std)
+        return out
+
+
 @dataclass
 class ImageTransform:
     """A preprocessing pipeline: ``uint8`` HWC RGB array (+ optional face box) -> float32 [3, H, W].
@@ -218,7 +281,11 @@ class ImageTransform:
         arr = to_rgb_uint8(image)
         if box is not None:
             arr = crop_face(arr, box, margin=self.margin)
-        tensor = tv_tensors.Image(torch.from_numpy(arr).permute(2, 0, 1))
+        tensor = torch.from_numpy(arr).permute(2, 0, 1)
+        if not isinstance(self.pipeline, EvalPipeline):
+            from torchvision import tv_tensors
+
+            tensor = tv_tensors.Image(tensor)
         return self.pipeline(tensor).as_subclass(torch.Tensor).contiguous()
 
     def describe(self) -> dict:
@@ -289,18 +356,24 @@ def build_transform(
         raise ConfigError(f"face crop margin must be a number >= 0, got {margin!r}")
     if interpolation not in INTERPOLATIONS:
         raise ConfigError(f"unknown interpolation {interpolation!r}; known: {', '.join(INTERPOLATIONS)}")
-    before, after = _augmentations(preset if train else "eval", hw, interpolation)
-    ops = [*before, v2.ToDtype(torch.float32, scale=True)]
     stats = NORMALIZATIONS[normalize]
-    if stats is not None:
-        ops.append(v2.Normalize(mean=list(stats[0]), std=list(stats[1])))
-    ops.extend(after)
+    if train:
+        from torchvision.transforms import v2
+
+        before, after = _augmentations(preset, hw, interpolation)
+        ops = [*before, v2.ToDtype(torch.float32, scale=True)]
+        if stats is not None:
+            ops.append(v2.Normalize(mean=list(stats[0]), std=list(stats[1])))
+        ops.extend(after)
+        pipeline = v2.Compose(ops)
+    else:
+        pipeline = EvalPipeline(hw, interpolation, stats)
     return ImageTransform(
         preset=preset,
         size=hw,
         normalize=normalize,
         train=bool(train),
         margin=float(margin),
-        pipeline=v2.Compose(ops),
+        pipeline=pipeline,
         interpolation=interpolation,
     )
