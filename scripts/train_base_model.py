@@ -12,7 +12,7 @@ Steps (each one is also runnable alone)::
 
 Everything is written under ``--work`` (default ``build/affectlab-base``; never commit it:
 it holds face crops). Crops are made by affectlab's own analysis code
-(:class:`affectlab.analyze.detectors.HaarDetector` + :func:`crop_faces`, the margin and
+(:class:`affectlab.perception.detectors.HaarDetector` + :func:`affectlab.perception.align.crop_faces`, the margin and
 size ``affectlab analyze`` uses), so training sees the framing analysis produces. When
 the detector finds no face the whole photograph is used as the crop (these images are
 already tight face photographs; ``affectlab analyze --detector none`` frames them the
@@ -94,7 +94,8 @@ def _crop_one(item: tuple[str, str, str]) -> dict | None:
     """Detect the largest face of one photograph, crop it as ``affectlab analyze`` does, save it."""
     import cv2
 
-    from affectlab.analyze.detectors import HaarDetector, crop_faces
+    from affectlab.perception.align import crop_faces
+    from affectlab.perception.detectors import HaarDetector
 
     global _DETECTOR
     if _DETECTOR is None:

@@ -3,17 +3,17 @@
 import numpy as np
 import pytest
 
-from affectlab.analyze.detectors import (
+from affectlab.perception.detectors import (
     HaarDetector,
     available_detectors,
     create_detector,
-    crop_faces,
     iou_matrix,
     merge_boxes,
     register_detector,
 )
 from affectlab.analyze.tracking import IoUTracker
 from affectlab.errors import ConfigError
+from affectlab.perception.align import crop_faces
 from analyze_media import FACES
 
 

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 import affectlab
-from affectlab.analyze.detectors import register_detector
+from affectlab.perception.detectors import register_detector
 from affectlab.analyze.inputs import iter_video
 from affectlab.analyze.table import AffectTable, table_columns
 from affectlab.cli import main

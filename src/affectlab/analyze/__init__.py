@@ -7,7 +7,7 @@ made callable and forwards the call to the function. ``affectlab.analyze(...)`` 
 works whatever was imported before.
 
 Modules: :mod:`~affectlab.analyze.inputs` (files, folders, globs, frame streaming),
-:mod:`~affectlab.analyze.detectors` (registry, Haar, ``none``),
+:mod:`~affectlab.perception.detectors` (registry, Haar, ``none``),
 :mod:`~affectlab.analyze.tracking` (IoU tracker), :mod:`~affectlab.analyze.pipeline`
 (the loop), :mod:`~affectlab.analyze.table` (:class:`AffectTable`),
 :mod:`~affectlab.analyze.writers`, :mod:`~affectlab.analyze.sinks`,
@@ -22,9 +22,9 @@ import types
 
 _LAZY = {
     "AffectTable": "affectlab.analyze.table",
-    "register_detector": "affectlab.analyze.detectors",
-    "create_detector": "affectlab.analyze.detectors",
-    "available_detectors": "affectlab.analyze.detectors",
+    "register_detector": "affectlab.perception.detectors",
+    "create_detector": "affectlab.perception.detectors",
+    "available_detectors": "affectlab.perception.detectors",
     "load_predictor": "affectlab.analyze.api",
 }
 

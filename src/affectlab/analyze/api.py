@@ -81,7 +81,7 @@ def analyze(
         :class:`~affectlab.predictor.Predictor`. ``None``: the packaged default model.
     detector : str or callable
         ``"haar"`` (OpenCV cascades, default), ``"none"`` (the whole image is the face),
-        any name added with :func:`~affectlab.analyze.detectors.register_detector`, or
+        any name added with :func:`~affectlab.perception.detectors.register_detector`, or
         a callable ``image -> [N, 5]``.
     detector_options : dict, optional
         Keyword options of the detector factory (e.g. ``{"min_face": 0.05}``).
@@ -154,7 +154,7 @@ def analyze(
     >>> table = affectlab.analyze("session.mp4", model="runs/baseline", every=2)  # doctest: +SKIP
     >>> table.va.mean()  # doctest: +SKIP
     """
-    from affectlab.analyze.detectors import create_detector
+    from affectlab.perception.detectors import create_detector
     from affectlab.analyze.inputs import check_sampling, expand_inputs, media_kind
     from affectlab.analyze.sinks import CollectSink, OverlaySink, ReportSink, TableSink
     from affectlab.analyze.writers import check_writable, table_format

@@ -17,7 +17,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from affectlab.analyze.detectors import crop_faces
+from affectlab.perception.align import Framing, frame_faces
+from affectlab.perception.detectors import as_faces
 from affectlab.analyze.inputs import Frame, MediaError, count_frames, iter_frames, media_kind
 from affectlab.analyze.table import register_column_dtypes, table_columns
 from affectlab.analyze.tracking import IoUTracker
@@ -137,14 +138,18 @@ class Analyzer:
     predictor : affectlab.predictor.Predictor or None
         The model; ``None`` tabulates faces only (no prediction columns).
     detector : callable
-        ``detector(image) -> [N, 5]`` (see :mod:`affectlab.analyze.detectors`).
+        ``detector(image) -> Faces | [N, 5] | [N, 15]`` (see :mod:`affectlab.perception.detectors`).
     every, start, end : sampling of video frames (see :func:`~affectlab.analyze.inputs.iter_video`).
     batch_size : int
         Face crops per forward pass.
     smooth : dict task -> mu, optional
         Equation 9 per face track and task (see :func:`smoothing_spec`).
     margin : float
-        Crop margin around each face box (fraction of the box on each side).
+        Crop margin around each face box (fraction of the box on each side), for a
+        model that declares no framing.
+    framing : Framing or mapping, optional
+        How faces are cropped (:mod:`affectlab.perception.align`); default: the
+        model's ``preprocessing.framing``, else box + ``margin``.
     track_iou, track_max_age : tracker settings (:class:`~affectlab.analyze.tracking.IoUTracker`).
     threads : int, optional
         PyTorch intra-op threads during the run (restored afterwards). A small model on
@@ -167,6 +172,7 @@ class Analyzer:
         track_max_age: int = 10,
         threads: int | None = None,
         mesh=None,
+        framing: Framing | Mapping | None = None,
     ):
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1):
             raise ConfigError(f"threads must be a positive integer, got {threads!r}")
@@ -180,6 +186,11 @@ class Analyzer:
         self.smooth = dict(smooth) if smooth else None
         # a detector may know its boxes' framing better (``none``: the image is the crop)
         self.margin = float(getattr(detector, "crop_margin", margin))
+        if hasattr(detector, "crop_margin"):
+            framing = Framing("box", margin=self.margin)  # ``none``: the image already is the crop
+        elif framing is None:
+            framing = getattr(getattr(predictor, "preprocessing", None), "framing", None)
+        self.framing = Framing.from_dict(framing, margin=self.margin)
         self.track_iou, self.track_max_age = track_iou, track_max_age
         space = getattr(predictor, "label_space", None)
         self.expressions = list(space.expressions) if space is not None else []
@@ -342,12 +353,13 @@ class Analyzer:
 
     def _add_frame(self, frame: Frame, tracker: IoUTracker, sinks, stats: RunStats, smoother) -> None:
         t0 = time.perf_counter()
-        boxes = np.asarray(self.detector(frame.image), dtype=np.float64).reshape(-1, 5)
-        if len(boxes):
-            boxes = boxes[np.argsort(boxes[:, 0], kind="stable")]  # new ids left to right
+        faces = as_faces(self.detector(frame.image))
+        if len(faces):
+            faces = faces[np.argsort(faces.boxes[:, 0], kind="stable")]  # new ids left to right
+        boxes = faces.boxes
         ids = tracker.update(boxes)
         t1 = time.perf_counter()
-        crops = crop_faces(frame.image, boxes, self.input_size, self.margin) if self.predictor is not None else []
+        crops = frame_faces(frame.image, faces, self.input_size, self.framing) if self.predictor is not None else []
         t2 = time.perf_counter()
         stats.seconds["detect"] += t1 - t0
         stats.seconds["crop"] += t2 - t1
@@ -356,7 +368,7 @@ class Analyzer:
         mesh_values = None
         if self.mesh is not None:
             t3 = time.perf_counter()
-            mesh_values = self.mesh(frame.image, boxes, None)
+            mesh_values = self.mesh(frame.image, boxes, faces.keypoints)
             stats.seconds["landmarks"] += time.perf_counter() - t3
         self._pending.append((frame, boxes, ids, crops, mesh_values))
         if smoother and tracker.ended:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from affectlab.analyze.detectors import iou_matrix
+from affectlab.perception.detectors import iou_matrix
 from affectlab.errors import ConfigError
 
 
