@@ -236,11 +236,13 @@ def build(n: int, seed: int, sizes: tuple[float, float], max_angle: float, gamma
     return DetectionSet(frames, truth, np.array(angles), np.array(face_sizes))
 
 
+@functools.lru_cache(maxsize=2)
 def hard_set(n: int = 150, seed: int = 13) -> DetectionSet:
     """Faces 48-260 px, rotated up to +-40 degrees, gamma 0.6-2.2 (see the module docstring)."""
     return build(n, seed, (48, 260), 40.0, (0.6, 2.2))
 
 
+@functools.lru_cache(maxsize=2)
 def easy_set(n: int = 150, seed: int = 14) -> DetectionSet:
     """Upright faces of 100-300 px, no gamma change."""
     return build(n, seed, (100, 300), 0.0, (1.0, 1.0))

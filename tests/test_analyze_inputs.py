@@ -127,7 +127,7 @@ def _synth_faces(n=8, size=128, seed=1):
 
 
 def _detected(image) -> int:
-    from affectlab.analyze.detectors import create_detector
+    from affectlab.perception.detectors import create_detector
 
     return len(create_detector("haar")(np.ascontiguousarray(image)))
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 import affectlab
 from affectlab.analyze import writers
-from affectlab.analyze.detectors import register_detector
+from affectlab.perception.detectors import register_detector
 from affectlab.analyze.naming import unique_output_names
 from affectlab.analyze.pipeline import OutputError
 from affectlab.analyze.resume import progress_path

@@ -92,7 +92,9 @@ def analyze_cmd(
     report: Optional[Path] = typer.Option(
         None, "--report", help="Folder for the HTML report: index.html, a page per video, images.html."
     ),
-    detector: str = typer.Option("haar", "--detector", help="Face detector: haar (default) or none (images are faces)."),
+    detector: str = typer.Option(
+        "auto", "--detector", help="Face detector: auto (default: yunet when its asset is present, else haar), "
+        "yunet, haar, or none (images are faces)."),
     every: int = typer.Option(1, "--every", min=1, help="Analyse one video frame in N."),
     start: Optional[float] = typer.Option(None, "--start", min=0, help="Start time in seconds (videos)."),
     end: Optional[float] = typer.Option(None, "--end", min=0, help="End time in seconds (videos)."),

@@ -44,7 +44,7 @@ def analyze(
     inputs: str | os.PathLike | Iterable[str | os.PathLike],
     model: Any = None,
     *,
-    detector: Any = "haar",
+    detector: Any = "auto",
     detector_options: Mapping[str, Any] | None = None,
     every: int = 1,
     start: float | None = None,
@@ -80,11 +80,15 @@ def analyze(
         A run directory, a ``model.ckpt``, a packaged model name, or a
         :class:`~affectlab.predictor.Predictor`. ``None``: the packaged default model.
     detector : str or callable
-        ``"haar"`` (OpenCV cascades, default), ``"none"`` (the whole image is the face),
-        any name added with :func:`~affectlab.perception.detectors.register_detector`, or
-        a callable ``image -> [N, 5]``.
+        ``"auto"`` (default: YuNet when its asset is present, else Haar with a one-line
+        notice), ``"yunet"`` (an error naming the asset when it is missing offline),
+        ``"haar"`` (OpenCV cascades), ``"none"`` (the whole image is the face), any name
+        added with :func:`~affectlab.perception.detectors.register_detector`, or a
+        callable ``image -> Faces | [N, 5] | [N, 15]``
+        (see :mod:`affectlab.runtime.detection`).
     detector_options : dict, optional
-        Keyword options of the detector factory (e.g. ``{"min_face": 0.05}``).
+        Keyword options of the detector factory (e.g. ``{"min_face": 0.05}`` for Haar,
+        ``{"score_threshold": 0.8}`` for YuNet).
     every : int
         Analyse one video frame in ``every``.
     start, end : float, optional
@@ -154,7 +158,6 @@ def analyze(
     >>> table = affectlab.analyze("session.mp4", model="runs/baseline", every=2)  # doctest: +SKIP
     >>> table.va.mean()  # doctest: +SKIP
     """
-    from affectlab.perception.detectors import create_detector
     from affectlab.analyze.inputs import check_sampling, expand_inputs, media_kind
     from affectlab.analyze.sinks import CollectSink, OverlaySink, ReportSink, TableSink
     from affectlab.analyze.writers import check_writable, table_format
@@ -173,7 +176,11 @@ def analyze(
         check_video_out(video_out)
     if report is not None:
         check_writable(report, "report", folder=True)
-    det = create_detector(detector, **dict(detector_options or {}))
+    from affectlab.runtime.detection import resolve_detector
+
+    det, detector_name, note = resolve_detector(detector, detector_options)
+    if note:
+        warnings.warn(note, AnalyzeNotice, stacklevel=2)
     predictor = load_predictor(model, device=device, batch_size=batch_size)
     info = dict(getattr(predictor, "info", {}) or {})
     mu = smoothing_spec(smooth, info)
@@ -196,7 +203,7 @@ def analyze(
     if out is not None:
         from affectlab.analyze.resume import ProgressSink, ResumeTableSink, plan_resume, run_settings
 
-        settings = run_settings(predictor, info, analyzer.columns, detector, detector_options, every, start, end, mu)
+        settings = run_settings(predictor, info, analyzer.columns, detector_name, detector_options, every, start, end, mu)
         plan = plan_resume(out, settings, paths) if resume else None
         if plan is None:
             sinks += [TableSink(out, analyzer.columns), ProgressSink(out, settings)]
@@ -264,7 +271,7 @@ def analyze(
         aus,
         {
             "model": str(info.get("path") or repr(predictor)),
-            "detector": detector if isinstance(detector, str) else getattr(detector, "__name__", repr(detector)),
+            "detector": detector_name,
             "smoothing": mu,
             "failures": (plan.failures if plan is not None else []) + [str(f) for f in stats.failures],
             "stats": stats.to_dict(),

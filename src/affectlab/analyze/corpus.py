@@ -156,7 +156,7 @@ class AnalyzeSettings:
     """What every worker needs to analyse an input (picklable: Ray ships it to workers)."""
 
     model: Any = None
-    detector: Any = "haar"
+    detector: Any = "auto"
     detector_options: dict = field(default_factory=dict)
     every: int = 1
     start: float | None = None
@@ -370,6 +370,16 @@ def run_corpus(
         raise ConfigError(f"unknown option(s) of a corpus run: {', '.join(sorted(unknown))}")
     settings = AnalyzeSettings(model=model, **options)
     settings.every, settings.start, settings.end = check_sampling(settings.every, settings.start, settings.end)
+    if isinstance(settings.detector, str) and settings.detector.strip().lower() == "auto":
+        # decided once here, so every worker runs (and settings.json records) the same detector
+        import warnings
+
+        from affectlab.analyze.api import AnalyzeNotice
+        from affectlab.runtime.detection import resolve_detector
+
+        _, settings.detector, note = resolve_detector("auto", settings.detector_options)
+        if note:
+            warnings.warn(note, AnalyzeNotice, stacklevel=2)
     if engine == "ray":
         from affectlab.analyze.ray_engine import require_ray
 
