@@ -69,7 +69,8 @@ def facial_expressions(predictor) -> dict:
     import cv2
     import pandas as pd
 
-    from affectlab.analyze.detectors import HaarDetector, crop_faces
+    from affectlab.perception.align import crop_faces
+    from affectlab.perception.detectors import HaarDetector
 
     labels = pd.read_csv(FE / "labels.csv")
     labels["expression"] = labels["expression"].str.strip().str.lower()

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 import affectlab
-from affectlab.analyze.detectors import register_detector
+from affectlab.perception.detectors import register_detector
 from analyze_media import synth_clip, untrained_predictor, write_video
 
 LONG = "a_folder_name_long_enough_to_need_wrapping_" * 3
