@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from affectlab.analyze.ahead import DetectAhead
 from affectlab.perception.align import Framing, frame_faces
 from affectlab.perception.detectors import as_faces
 from affectlab.analyze.inputs import Frame, MediaError, count_frames, iter_frames, media_kind
@@ -151,6 +152,12 @@ class Analyzer:
         How faces are cropped (:mod:`affectlab.perception.align`); default: the
         model's ``preprocessing.framing``, else box + ``margin``.
     track_iou, track_max_age : tracker settings (:class:`~affectlab.analyze.tracking.IoUTracker`).
+    mesh : affectlab.analyze.mesh.MeshStage, optional
+        Landmarks, head pose, blendshapes and landmarker AUs per face (their columns
+        follow the model's).
+    detect_ahead : bool
+        Decode and detect video frames in a worker thread, a few frames ahead (see
+        :mod:`affectlab.analyze.ahead`); ``False`` runs everything in this thread.
     threads : int, optional
         PyTorch intra-op threads during the run (restored afterwards). A small model on
         a few crops per batch gains little from threads, and on a busy machine extra
@@ -173,6 +180,7 @@ class Analyzer:
         threads: int | None = None,
         mesh=None,
         framing: Framing | Mapping | None = None,
+        detect_ahead: bool = True,
     ):
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1):
             raise ConfigError(f"threads must be a positive integer, got {threads!r}")
@@ -205,6 +213,7 @@ class Analyzer:
         self.columns += list(self.extra_columns)
         # landmarks, pose, blendshapes and landmarker AUs per face (analyze/mesh.py)
         self.mesh = mesh
+        self.detect_ahead = bool(detect_ahead)
         self.mesh_columns = [c for c in mesh.columns if c not in self.columns] if mesh is not None else []
         self.columns += self.mesh_columns
         self.input_size = getattr(predictor, "input_size", None) if predictor is not None else 64
@@ -277,18 +286,30 @@ class Analyzer:
         smoother = {k: OnlineSmoother(v) for k, v in self.smooth.items()} if self.smooth else None
         failure = None
         frames = iter_frames(path, every=self.every, start=self.start, end=self.end)
+        if self.detect_ahead:
+            # decode + detect on the second core while this thread runs landmarks and model
+            frames = DetectAhead(frames, self.detector)
         n_read = 0
         try:
             while True:
                 t0 = time.perf_counter()
                 try:
-                    frame = next(frames)
+                    item = next(frames)
                 except StopIteration:
                     break
                 finally:
-                    stats.seconds["decode"] += time.perf_counter() - t0
+                    if not self.detect_ahead:
+                        stats.seconds["decode"] += time.perf_counter() - t0
                 n_read += 1
-                self._add_frame(frame, tracker, sinks, stats, smoother)
+                if self.detect_ahead:
+                    frame, found, decode_s, detect_s = item
+                    stats.seconds["decode"] += decode_s
+                    stats.seconds["detect"] += detect_s
+                    if isinstance(found, BaseException):
+                        raise found  # the detector failed on this frame, in the worker
+                    self._add_frame(frame, tracker, sinks, stats, smoother, found=found)
+                else:
+                    self._add_frame(item, tracker, sinks, stats, smoother)
                 bar.advance(task)
             self._flush(sinks, stats, smoother)
         except MediaError as exc:
@@ -300,7 +321,7 @@ class Analyzer:
             self._flush_quietly(sinks, stats, smoother)
             failure = Failure(src, f"{type(exc).__name__}: {exc}", n_read)
         finally:
-            frames.close()
+            frames.close()  # DetectAhead: stops its worker, which closes the decoder
         if failure is not None:
             stats.failures.append(failure)
         spent = time.perf_counter() - began
@@ -351,9 +372,12 @@ class Analyzer:
         if callable(reset):
             reset()
 
-    def _add_frame(self, frame: Frame, tracker: IoUTracker, sinks, stats: RunStats, smoother) -> None:
+    def _add_frame(self, frame: Frame, tracker: IoUTracker, sinks, stats: RunStats, smoother, found=None) -> None:
         t0 = time.perf_counter()
-        faces = as_faces(self.detector(frame.image))
+        detected_here = found is None
+        if detected_here:
+            found = self.detector(frame.image)
+        faces = as_faces(found)
         if len(faces):
             faces = faces[np.argsort(faces.boxes[:, 0], kind="stable")]  # new ids left to right
         boxes = faces.boxes
@@ -361,7 +385,8 @@ class Analyzer:
         t1 = time.perf_counter()
         crops = frame_faces(frame.image, faces, self.input_size, self.framing) if self.predictor is not None else []
         t2 = time.perf_counter()
-        stats.seconds["detect"] += t1 - t0
+        if detected_here:  # otherwise the worker of DetectAhead timed it
+            stats.seconds["detect"] += t1 - t0
         stats.seconds["crop"] += t2 - t1
         stats.frames += 1
         stats.faces += len(boxes)

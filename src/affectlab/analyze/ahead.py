@@ -1,0 +1,99 @@
+"""Decode and detect a few frames ahead of the main loop, in a worker thread.
+
+The video decoder (PyAV / FFmpeg) and OpenCV's detectors release the GIL while they work,
+so a second core can decode and find the faces of frame ``k + 1`` while the main thread
+runs the landmarker and the expression model on frame ``k``. Frames come out in order;
+a decoding error is re-raised in the main thread at the frame where it happened, a
+detector exception is handed over with its frame, and :meth:`DetectAhead.close` stops the worker (also mid-video, e.g. on
+Ctrl-C) and closes the frame iterator in the thread that ran it.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Any, Callable, Iterator
+
+_END = object()
+
+
+class DetectAhead:
+    """Iterate ``(frame, detections, decode_seconds, detect_seconds)`` computed in a worker thread.
+
+    When the detector raises on a frame, that frame comes with the exception as its
+    ``detections`` (the frame was read: the caller counts it, then raises) and the worker stops.
+
+    Parameters
+    ----------
+    frames : iterator of Frame
+        The decoded frames (it is consumed and closed by the worker).
+    detect : callable
+        ``detect(image)``; its raw result is passed through.
+    depth : int
+        Frames decoded ahead at most (bounds the memory held: ``depth`` frames).
+    """
+
+    def __init__(self, frames: Iterator, detect: Callable[[Any], Any], depth: int = 4):
+        self._frames = frames
+        self._detect = detect
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, int(depth)))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, name="affectlab-detect-ahead", daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _work(self) -> None:
+        try:
+            while not self._stop.is_set():
+                t0 = time.perf_counter()
+                try:
+                    frame = next(self._frames)
+                except StopIteration:
+                    break
+                t1 = time.perf_counter()
+                try:
+                    found = self._detect(frame.image)
+                except Exception as exc:  # noqa: BLE001 - this frame was read; the caller raises it
+                    self._put((frame, exc, t1 - t0, time.perf_counter() - t1))
+                    return
+                if not self._put((frame, found, t1 - t0, time.perf_counter() - t1)):
+                    return
+            self._put(_END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, raised there
+            self._put(exc)
+        finally:
+            close = getattr(self._frames, "close", None)
+            if callable(close):
+                close()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        item = self._queue.get()
+        if item is _END:
+            self._queue.put(_END)  # later calls stop too
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self._queue.put(_END)
+            raise item
+        return item
+
+    def close(self) -> None:
+        """Stop the worker and wait for it (the frame iterator is closed by it)."""
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._queue.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        self._thread.join()
