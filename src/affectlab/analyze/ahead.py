@@ -64,7 +64,7 @@ class DetectAhead:
                     found = self._detect(frame.image)
                 except Exception as exc:  # noqa: BLE001 - this frame was read; the caller raises it
                     self._put((frame, exc, t1 - t0, time.perf_counter() - t1))
-                    return
+                    break
                 if not self._put((frame, found, t1 - t0, time.perf_counter() - t1)):
                     return
             self._put(_END)
