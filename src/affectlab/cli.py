@@ -290,7 +290,11 @@ def train_cmd(
         None, "--val", help="Validation data spec. Default: a subject-disjoint 10% of --train."
     ),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory to write."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="Preset name (baseline, ...) or YAML file."),
+    preset: Optional[str] = typer.Option(
+        None, "--preset",
+        help="Preset name or YAML file. Default: the method's recommended preset (baseline, smm-synth, cage-synth, aura, "
+        "vavae); none: no preset.",
+    ),
     backbone: Optional[str] = typer.Option(None, "--backbone", help="Backbone, e.g. builtin:cnn-small."),
     tasks: Optional[str] = typer.Option(None, "--tasks", help="Descriptors to learn, e.g. expr,va,au."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Number of epochs."),
@@ -320,11 +324,14 @@ def train_cmd(
     if accelerator is not None:
         check_device(accelerator, "--accelerator")
     dev = None if devices is None else (int(devices) if devices.isdigit() else devices)
+    extra = _default_preset_options(method, preset, resume, train, sets or ())
+    if extra is not None:
+        preset, extra = extra
     result = run_training(
         method=method, train_specs=train, val_specs=val, out=out, preset=preset, resume=resume,
         sets=sets or (), progress=not quiet, backbone=backbone, tasks=tasks, epochs=epochs,
         batch_size=batch_size, lr=lr, seed=seed, devices=dev, num_nodes=num_nodes, strategy=strategy,
-        accelerator=accelerator, num_workers=num_workers,
+        accelerator=accelerator, num_workers=num_workers, **(extra or {}),
     )
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
@@ -335,6 +342,32 @@ def train_cmd(
             f"({result.monitor} {result.monitor_value:.4f}); {shown}",
             highlight=False,
         )
+
+
+def _default_preset_options(method, preset, resume, train, sets):
+    """(preset, extra options) for a new run: the method's recommended preset without
+    ``--preset`` (``--preset none``: the bare defaults); ``None`` leaves things as given."""
+    from affectlab import presets
+    from affectlab.train.config import load_preset, parse_set
+
+    if resume is not None:
+        return None
+    if preset == presets.NO_PRESET:
+        return None, {}
+    if preset is not None:
+        return None
+    name = presets.recommended_preset(method)
+    if name is None:
+        return None
+    given = set(parse_set(sets))
+    extra = {k: v for k, v in presets.data_adjustments(load_preset(name), train).items() if k not in given}
+    paper = presets.PAPER.get(method or "baseline") or ()
+    hint = f"; the paper's setting: --preset {' / '.join(paper)}" if paper else ""
+    console.print(
+        f"no --preset: using {name!r}, the recommended setting of --method {method or 'baseline'}{hint}",
+        highlight=False,
+    )
+    return name, extra
 
 
 @app.command("evaluate")
