@@ -310,6 +310,11 @@ def train_cmd(
     accelerator: Optional[str] = typer.Option(None, "--accelerator", help="cpu, gpu or auto."),
     num_workers: Optional[int] = typer.Option(None, "--num-workers", min=0, help="DataLoader workers per process."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the interrupted run in this directory."),
+    feature_cache: Optional[Path] = typer.Option(
+        None, "--feature-cache",
+        help="Feature-level methods (aura) on images: where the extracted features are kept "
+        "(default $AFFECTLAB_HOME/features; reused when backbone and data are unchanged).",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
     """Train a method and write a run directory (config.yaml, model.ckpt, metrics.json, log.csv).
@@ -327,6 +332,8 @@ def train_cmd(
     extra = _default_preset_options(method, preset, resume, train, sets or ())
     if extra is not None:
         preset, extra = extra
+    if resume is None and backbone is not None:
+        train, val = _features_from_images(method, preset, backbone, train, val, feature_cache, not quiet)
     result = run_training(
         method=method, train_specs=train, val_specs=val, out=out, preset=preset, resume=resume,
         sets=sets or (), progress=not quiet, backbone=backbone, tasks=tasks, epochs=epochs,
@@ -342,6 +349,25 @@ def train_cmd(
             f"({result.monitor} {result.monitor_value:.4f}); {shown}",
             highlight=False,
         )
+
+
+def _features_from_images(method, preset, backbone, train, val, cache, progress):
+    """A feature-level method given images and a backbone: extract (or reuse) the features first."""
+    from affectlab.features.auto import features_for_specs, is_feature_spec
+    from affectlab.methods.base import get_method_class
+    from affectlab.train.config import load_preset
+
+    name = method or (load_preset(preset).get("method") if preset else None) or "baseline"
+    try:
+        kind = getattr(get_method_class(name), "input_kind", "image")
+    except Exception:  # noqa: BLE001 - an unknown method is reported by the training itself
+        return train, val
+    specs = list(train or []) + list(val or [])
+    if kind != "features" or not specs or all(is_feature_spec(s) for s in specs):
+        return train, val
+    console.print(f"encoding the images with {backbone} for --method {name} (cached, resumable)", highlight=False)
+    kw = dict(cache_dir=cache, progress=progress)
+    return features_for_specs(train, backbone, **kw), features_for_specs(val, backbone, **kw)
 
 
 def _default_preset_options(method, preset, resume, train, sets):
