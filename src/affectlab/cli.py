@@ -622,6 +622,14 @@ def extract_cmd(
     num_workers: int = typer.Option(0, "--num-workers", min=0, help="DataLoader workers decoding images."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, ... (default: CUDA when available)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store at --out."),
+    pretrained: bool = typer.Option(
+        False, "--pretrained",
+        help="torchvision:/timm:/clip: backbones: their standard weights (the library's own cache; "
+        "clip:NAME@TAG implies it).",
+    ),
+    random_init: bool = typer.Option(
+        False, "--random-init", help="Allow a clip:/torchvision:/timm: backbone with random weights (a control)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     chunk_rows: Optional[int] = typer.Option(
         None, "--chunk-rows", min=1, help="Rows per chunk, the unit of resumption and of DDP ranks (default 16 x batch)."),
@@ -644,10 +652,20 @@ def extract_cmd(
     """
     import os
 
+    from affectlab.errors import ConfigError
     from affectlab.features.cache import extract_features
 
+    family = backbone.split(":", 1)[0] + ":" if ":" in backbone else ""
+    if family == "clip:" and "@" in backbone:
+        pretrained = True
+    if family in ("clip:", "torchvision:", "timm:") and weights is None and not pretrained and not random_init:
+        tagged = f" (or name open_clip's weights: {backbone}@openai)" if family == "clip:" else ""
+        raise ConfigError(
+            f"{backbone} without weights would encode with random weights: pass --weights FILE, --pretrained "
+            f"(the library's standard weights){tagged}, or --random-init for a random-weight control"
+        )
     store = extract_features(
-        spec, backbone, out, weights=weights, batch_size=batch_size, dtype=dtype, patch=patch,
+        spec, backbone, out, weights=weights, pretrained=pretrained, batch_size=batch_size, dtype=dtype, patch=patch,
         num_workers=num_workers, device=device, overwrite=overwrite, progress=not quiet, devices=devices,
         num_nodes=num_nodes, strategy=strategy, chunk_rows=chunk_rows,
     )

@@ -27,9 +27,13 @@ def feature_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     """The folder holding on-demand feature stores (``$AFFECTLAB_HOME/features`` by default)."""
     if cache_dir is not None:
         return Path(cache_dir).expanduser()
-    from affectlab.runtime.assets import affectlab_home
+    # the same root as affectlab.runtime.assets.affectlab_home (features/ sits below runtime/)
+    root = os.environ.get("AFFECTLAB_HOME")
+    if root:
+        return Path(root).expanduser() / CACHE_DIR
+    import platformdirs
 
-    return affectlab_home() / CACHE_DIR
+    return Path(platformdirs.user_cache_dir("affectlab", appauthor=False)) / CACHE_DIR
 
 
 def is_feature_spec(spec: str) -> bool:

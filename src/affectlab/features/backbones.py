@@ -179,6 +179,8 @@ class Backbone(nn.Module, abc.ABC):
         self.map_channels = None if map_channels is None else int(map_channels)
         self.token_dim = None if token_dim is None else int(token_dim)
         self.preprocessing = preprocessing
+        #: name, sha256 and source of the weights it started from (None: random initialisation)
+        self.weights_info: dict[str, str] | None = None
 
     @abc.abstractmethod
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -368,6 +370,7 @@ def load_weights(backbone: Backbone, weights: str | os.PathLike) -> Backbone:
 def _finish(bb: Backbone, *, weights) -> Backbone:
     if weights is not None:
         load_weights(bb, weights)
+        bb.weights_info = weights_record(weights, "weights file")
     return bb
 
 
@@ -563,10 +566,74 @@ _TV_SPECS: dict[str, dict[str, Any]] = {
     "efficientnet_v2_s": {"map": "features", "c": 1280, "size": 384},
     # the last stage; global = the classifier's pool + LayerNorm (MaxVitBackbone)
     "maxvit_t": {"map": "blocks", "c": 512, "size": 224},
+    # a small ImageNet CNN (7x7x1280 at 224 px) whose weights are at hand offline in tests
+    "mobilenet_v2": {"map": "features", "c": 1280, "size": 224},
     # SMM-EmotionNet (002) cuts InceptionV3 after Mixed_6e: 17x17x768 at 299 px, and its
     # multi-task baseline's heads start from that 768-d feature (768x16 -> 16xC)
     "inception_v3": {"map": "Mixed_6e", "c": 768, "size": 299},
 }
+
+
+#: torchvision weights enum member per architecture (default: ``DEFAULT``). MobileNetV2 takes
+#: V1, the file affectlab's asset hub registers (``mobilenet-v2-imagenet``).
+_TV_WEIGHTS = {"mobilenet_v2": "IMAGENET1K_V1"}
+#: torchvision files that affectlab's asset hub (affectlab.runtime.assets) also registers
+_HUB_FILES = frozenset({"mobilenet_v2-b0353104.pth"})
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file, read in 1 MB blocks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def weights_record(path: str | os.PathLike, source: str) -> dict[str, str]:
+    """What a run records of the weights it started from: file name, sha256 and source."""
+    return {"name": Path(path).name, "sha256": file_sha256(path), "source": source}
+
+
+def torchvision_weights_file(arch: str) -> tuple[Path, str, str]:
+    """(cache file, URL, weights enum name) of torchvision's default ImageNet weights for ``arch``.
+
+    The file is where torchvision's own mechanism (``torch.hub``) keeps it:
+    ``$TORCH_HOME/hub/checkpoints/<file name of the URL>``.
+    """
+    import torchvision.models as tvm
+
+    enum = tvm.get_model_weights(arch)
+    w = getattr(enum, _TV_WEIGHTS.get(arch, "DEFAULT"))
+    name = w.url.rsplit("/", 1)[-1]
+    return Path(torch.hub.get_dir()) / "checkpoints" / name, w.url, f"{type(w).__name__}.{w.name}"
+
+
+def _offline() -> bool:
+    return os.environ.get("AFFECTLAB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _torchvision_pretrained_state(arch: str) -> tuple[dict, dict]:
+    """torchvision's ImageNet state dict for ``arch`` from torch.hub's cache (downloaded
+    there once when online), loaded with ``weights_only=True``; and its record."""
+    path, url, enum = torchvision_weights_file(arch)
+    if not path.is_file():
+        hub = f" (or `affectlab models add {path.name}`)" if path.name in _HUB_FILES else ""
+        how = f"put {path.name} (from {url}) at {path}{hub}; or train from scratch with --set pretrained=false"
+        if _offline():
+            raise ModelError(f"torchvision:{arch} starts from {enum} weights but {path} is missing and downloads are off "
+                             f"(AFFECTLAB_OFFLINE): {how}")
+        try:
+            torch.hub.load_state_dict_from_url(url, progress=True, check_hash=True, weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any network or disk failure is the same user error
+            raise ModelError(f"could not download torchvision's {enum} weights for {arch!r} ({exc}): {how}") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelError(f"cannot read torchvision weights {str(path)!r} ({exc}); delete it and try again") from None
+    return state, weights_record(path, f"torchvision {enum}")
 
 
 def _torchvision_model(arch: str, pretrained: bool) -> nn.Module:
@@ -576,10 +643,14 @@ def _torchvision_model(arch: str, pretrained: bool) -> nn.Module:
     if arch == "inception_v3":
         # transform_input=True always: torchvision's ImageNet weights expect it, and it is
         # a fixed affine map that a randomly initialised model trains through unchanged
-        if pretrained:
-            return builder(weights="DEFAULT", transform_input=True)
-        return builder(weights=None, aux_logits=True, transform_input=True, init_weights=False)
-    return builder(weights="DEFAULT" if pretrained else None)
+        model = builder(weights=None, aux_logits=True, transform_input=True, init_weights=False)
+    else:
+        model = builder(weights=None)
+    if pretrained:
+        state, record = _torchvision_pretrained_state(arch)
+        model.load_state_dict(state, strict=True)
+        model._affectlab_weights = record
+    return model
 
 
 def _torchvision_factory(arch: str):
@@ -588,15 +659,8 @@ def _torchvision_factory(arch: str):
     def factory(*, pretrained: bool = False, weights=None, input_size: int | None = None) -> Backbone:
         from torchvision.models.feature_extraction import create_feature_extractor
 
-        try:
-            full = _torchvision_model(arch, pretrained)
-        except Exception as exc:  # noqa: BLE001 - download/network failures
-            if pretrained:
-                raise ModelError(
-                    f"could not fetch torchvision's pretrained weights for {arch!r} ({exc}); "
-                    "download them once online or pass weights=PATH to a local file"
-                ) from None
-            raise
+        full = _torchvision_model(arch, pretrained)
+        record = getattr(full, "_affectlab_weights", None)
         common = dict(
             name=f"torchvision:{arch}",
             out_dim=spec["c"],
@@ -604,12 +668,14 @@ def _torchvision_factory(arch: str):
             preprocessing=Preprocessing.named("imagenet", input_size or spec["size"]),
         )
         if arch == "maxvit_t":
-            return _finish(MaxVitBackbone(full, **common), weights=weights)
-        with warnings.catch_warnings():
-            # inception's eval-mode graph lacks the aux branch; we cut before it anyway
-            warnings.filterwarnings("ignore", message=".*eval mode are a subsequence.*")
-            body = create_feature_extractor(full, return_nodes={spec["map"]: "map"})
-        bb = GraphBackbone(body=body, **common)
+            bb = MaxVitBackbone(full, **common)
+        else:
+            with warnings.catch_warnings():
+                # inception's eval-mode graph lacks the aux branch; we cut before it anyway
+                warnings.filterwarnings("ignore", message=".*eval mode are a subsequence.*")
+                body = create_feature_extractor(full, return_nodes={spec["map"]: "map"})
+            bb = GraphBackbone(body=body, **common)
+        bb.weights_info = record
         return _finish(bb, weights=weights)
 
     return factory

@@ -291,6 +291,7 @@ def extract_features(
     out: str | os.PathLike,
     *,
     weights: str | os.PathLike | None = None,
+    pretrained: bool = False,
     batch_size: int = 64,
     dtype: str = "float16",
     patch: bool = False,
@@ -319,6 +320,9 @@ def extract_features(
         preprocessing and dataset is resumed; a different one is an error.
     weights : path, optional
         Local weights file for ``backbone`` when it is a name.
+    pretrained : bool
+        Build ``backbone`` (a name) with its family's standard weights (torchvision's /
+        open_clip's / timm's own caches).
     batch_size : int
         Images per forward pass.
     dtype : {"float16", "float32"}
@@ -380,7 +384,7 @@ def extract_features(
         raise ConfigError(f"data must be a dataset spec or an image dataset, got {type(data).__name__}")
     if isinstance(backbone, str):
         bb_name = backbone
-        bb = create_backbone(backbone, weights=weights)
+        bb = create_backbone(backbone, weights=weights, pretrained=pretrained)
     elif isinstance(backbone, Backbone):
         bb, bb_name = backbone, backbone.name
     else:
@@ -539,6 +543,7 @@ def extraction_attrs(dataset, bb, bb_name: str, *, weights, dtype: str, patch: b
         "backbone": bb_name,
         "backbone_info": bb.describe(),
         "weights": None if weights is None else Path(weights).name,
+        "weights_info": getattr(bb, "weights_info", None),
         "preprocessing": bb.preprocessing.to_dict(),
         "fingerprint": dataset_fingerprint(dataset),
         "dataset": str(getattr(dataset, "name", "dataset")),

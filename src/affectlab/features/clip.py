@@ -22,7 +22,7 @@ import os
 import torch
 
 from affectlab.errors import ConfigError, ModelError
-from affectlab.features.backbones import Backbone, Preprocessing, _normalize_name, register_backbone
+from affectlab.features.backbones import Backbone, Preprocessing, _normalize_name, register_backbone, weights_record
 
 
 def _open_clip():
@@ -111,4 +111,10 @@ def _clip(arch: str, *, pretrained: bool = False, weights: str | os.PathLike | N
         interpolation=interp if interp in ("bilinear", "bicubic") else "bicubic",
     )
     del model  # the text tower is not needed
-    return ClipBackbone(visual, name=f"clip:{arch}", out_dim=out_dim, token_dim=token_dim, preprocessing=pre)
+    bb = ClipBackbone(visual, name=f"clip:{arch}", out_dim=out_dim, token_dim=token_dim, preprocessing=pre)
+    if weights is not None:
+        bb.weights_info = weights_record(weights, "weights file")
+    elif pretrained:
+        # open_clip keeps the file in its own (Hugging Face) cache; the tag names it
+        bb.weights_info = {"name": f"{name}@{tag}", "sha256": None, "source": "open_clip pretrained tag"}
+    return bb

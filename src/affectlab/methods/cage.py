@@ -156,8 +156,10 @@ class CageMethod(Method):
         cfg: CageConfig = self.config
         self.label_space = variant_label_space(label_space, cfg.variant)
         space = self.label_space
+        # init_from replaces every backbone weight: loading ImageNet weights first would only
+        # cost a download (and fail offline for nothing)
         self.backbone: Backbone = create_backbone(
-            cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights, **cfg.backbone_options
+            cfg.backbone, pretrained=cfg.pretrained and not cfg.init_from, weights=cfg.weights, **cfg.backbone_options
         )
         self.preprocessing = self.backbone.preprocessing
         n_va = (3 if cfg.dominance else 2) if space.va else 0
