@@ -182,7 +182,7 @@ def main() -> None:
                     import shutil
 
                     shutil.rmtree(out)
-                sets = [f"image_size={args.size}", *args.sets] + [e.format(**{k: str(v) for k, v in runs.items()}) for e in extra]
+                sets = [f"image_size={args.size}", "pretrained=false", *args.sets] + [e.format(**{k: str(v) for k, v in runs.items()}) for e in extra]
                 t1 = time.time()
                 run_training(
                     preset=preset, train_specs=[train_spec], out=out, backbone=args.backbone, epochs=args.epochs,

@@ -93,7 +93,7 @@ def table1(work: Path, epochs: int, results: dict, extra: list[str] = (), batch_
     runs = {
         "SMM": ["--preset", "smm-synth"],
         "MSS": ["--preset", "smm-synth", "--set", "message_space=separate"],
-        "baseline": ["--preset", "baseline", "--set", "sampler=multitask", "--lr", baseline_lr],
+        "baseline": ["--preset", "baseline", "--set", "embed_dim=16", "--set", "sampler=multitask", "--lr", baseline_lr],
     }
     test = f"manifest:{work / 'test' / 'labels.csv'}"
     for name, args in runs.items():
@@ -131,7 +131,7 @@ def sequences(work: Path, results: dict, epochs: int, n: int, noises: list[float
               "--seed", "0", "-q"]
     models = {
         "SMM": ["--preset", "smm-synth", "--set", "sampler=shuffle"],
-        "baseline": ["--preset", "baseline"],
+        "baseline": ["--preset", "baseline", "--set", "embed_dim=16"],
     }
     out = results.setdefault("sequences", {})
     for name, args in models.items():
@@ -220,7 +220,7 @@ def ckplus(work: Path, epochs: int, results: dict, extra: list[str] = (), seeds=
     out = {"aus": list(aus), "n_train": len(tr), "n_val": len(val), "n_test": len(test), "seeds": list(seeds)}
     keys = ("expr_acc", "expr_f1_macro", "au_f1_mean")
     for name, preset, sets in (
-        ("baseline", "baseline", list(extra)),
+        ("baseline", "baseline", ["embed_dim=16", *extra]),  # the head width these figures were measured with
         ("SMM", "smm-synth", ["sampler=shuffle", *extra]),
     ):
         per_seed = []

@@ -206,6 +206,7 @@ def test_emotic_preset_end_to_end(tmp_path):
         preset="cage-emotic",
         options={"train": f"emotic:{tmp_path}:train", "backbone": "builtin:cnn-tiny", "epochs": 1,
                  "batch_size": 16, "image_size": 32, "train_transform": "eval"},
+        sets=["pretrained=false"],  # the preset starts from ImageNet weights, which cnn-tiny has none of
     )
     train(cfg, tmp_path / "run", progress=False)
     method, info = load_model(tmp_path / "run")
@@ -287,6 +288,7 @@ def test_cross_dataset_evaluation_maps_classes_by_name(two_sets, tmp_path):
         preset="cage-combined",
         options={"train": f"manifest:{two_sets / 'a' / 'labels.csv'}", "backbone": "builtin:cnn-tiny",
                  "epochs": 1, "batch_size": 16, "image_size": 32, "train_transform": "eval"},
+        sets=["pretrained=false"],
     )
     train(cfg, tmp_path / "run", progress=False)
     method, info = load_model(tmp_path / "run")

@@ -486,7 +486,8 @@ def _builtin(name, widths, depths, default_size, **variant):
     def factory(*, pretrained: bool = False, weights=None, input_size: int = default_size, **options) -> Backbone:
         if pretrained:
             raise ConfigError(
-                "built-in CNNs have no standard pretrained weights; train one or pass weights=PATH"
+                "built-in CNNs have no standard pretrained weights; train one or pass weights=PATH "
+                "(with a paper preset, which sets pretrained: true, add --set pretrained=false)"
             )
         allowed = {"per_image_norm", "grid", "global_dim", "dropout"} if variant else set()
         unknown = sorted(set(options) - allowed)
