@@ -37,7 +37,7 @@ def test_no_preset_is_the_recommended_preset(tmp_path, capsys):
     args = ["train", "--method", "baseline", "--train", spec, "--epochs", "1", "--set", "image_size=32", "-q"]
     assert main([*args, "--out", str(tmp_path / "run")]) == 0
     captured = capsys.readouterr()
-    assert "recommended setting of --method baseline" in captured.out + captured.err
+    assert "recommended setting of --method baseline" in " ".join((captured.out + captured.err).split())
     saved = TrainConfig(**yaml.safe_load((tmp_path / "run" / "config.yaml").read_text()))
     expected = resolve_config(
         preset="baseline", options={"method": "baseline", "train": spec, "epochs": 1}, sets=["image_size=32"]

@@ -330,8 +330,10 @@ def train_cmd(
         check_device(accelerator, "--accelerator")
     dev = None if devices is None else (int(devices) if devices.isdigit() else devices)
     extra = _default_preset_options(method, preset, resume, train, sets or ())
+    note = None
     if extra is not None:
         preset, extra = extra
+        note = _default_preset_note(method, preset) if preset else None
     if resume is None and backbone is not None:
         train, val = _features_from_images(method, preset, backbone, train, val, feature_cache, not quiet)
     result = run_training(
@@ -349,6 +351,8 @@ def train_cmd(
             f"({result.monitor} {result.monitor_value:.4f}); {shown}",
             highlight=False,
         )
+        if note:
+            console.print(note, highlight=False)
 
 
 def _features_from_images(method, preset, backbone, train, val, cache, progress):
@@ -387,13 +391,15 @@ def _default_preset_options(method, preset, resume, train, sets):
         return None
     given = set(parse_set(sets))
     extra = {k: v for k, v in presets.data_adjustments(load_preset(name), train).items() if k not in given}
+    return name, extra
+
+
+def _default_preset_note(method, name) -> str:
+    from affectlab import presets
+
     paper = presets.PAPER.get(method or "baseline") or ()
     hint = f"; the paper's setting: --preset {' / '.join(paper)}" if paper else ""
-    console.print(
-        f"no --preset: using {name!r}, the recommended setting of --method {method or 'baseline'}{hint}",
-        highlight=False,
-    )
-    return name, extra
+    return f"no --preset: trained with {name!r}, the recommended setting of --method {method or 'baseline'}{hint}"
 
 
 @app.command("evaluate")
