@@ -83,7 +83,7 @@ def run_one(video: str, model: str | None, out: str, threads: int | None = None)
     import affectlab
     from affectlab.data.schema import AU_SETS, EXPRESSIONS, LabelSpace
     from affectlab.methods.base import create_method
-    from affectlab.predictor import Predictor
+    from affectlab.runtime.predictor import Predictor
 
     if model:
         predictor = Predictor.load(model)

@@ -22,7 +22,7 @@ import torch
 
 from affectlab.data.schema import AU_SETS, EXPRESSIONS, LabelSpace
 from affectlab.methods.base import create_method
-from affectlab.predictor import Predictor
+from affectlab.runtime.predictor import Predictor
 
 
 def main() -> None:

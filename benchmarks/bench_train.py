@@ -36,7 +36,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     from affectlab.data.synth import generate
     from affectlab.train.config import resolve_config
-    from affectlab.train.engine import evaluate, train
+    from affectlab.evaluate.engine import evaluate
+    from affectlab.train.engine import train
 
     root = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_train_"))
     t0 = time.perf_counter()

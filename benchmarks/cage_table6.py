@@ -162,7 +162,8 @@ def main() -> None:
     import torch
 
     from affectlab.interpret.cage_plots import plot_abs_error_curves
-    from affectlab.train.engine import run_evaluation, run_training
+    from affectlab.evaluate.engine import run_evaluation
+    from affectlab.train.engine import run_training
 
     # one intra-op thread: on a shared 2-core machine, two threads per tiny op were ~3x slower
     torch.set_num_threads(1)

@@ -128,7 +128,7 @@ def main() -> None:
     import torch
 
     from affectlab.methods.faceapi import load_faceapi_expression
-    from affectlab.predictor import Predictor
+    from affectlab.runtime.predictor import Predictor
 
     torch.set_num_threads(1)
     method = load_faceapi_expression(FACEAPI / "face_expression_model.bin",

@@ -74,7 +74,7 @@ def synth(work: Path, n: int) -> None:
 def _evaluate(run: Path, data: str, **kw):
     import warnings
 
-    from affectlab.train.engine import run_evaluation
+    from affectlab.evaluate.engine import run_evaluation
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # abaw_mtl on a non-ABAW label space warns
@@ -209,7 +209,8 @@ def ckplus(work: Path, epochs: int, results: dict, extra: list[str] = (), seeds=
     from affectlab.data.datasets import load_dataset
     from affectlab.data.schema import LabelSpace
     from affectlab.train.config import resolve_config
-    from affectlab.train.engine import evaluate, train
+    from affectlab.evaluate.engine import evaluate
+    from affectlab.train.engine import train
 
     ds = load_dataset(f"ckplus:{CKPLUS}")
     pos = (np.asarray(ds.au_targets) == 1).sum(axis=0)

@@ -106,7 +106,7 @@ def train_vae(x, va, cfg: dict, epochs: int, *, lr: float, batch_size: int, seed
 
 def save(m, path: Path, size: int, log) -> Path:
     from affectlab.features.backbones import Preprocessing
-    from affectlab.train.checkpoint import save_model
+    from affectlab.modelfile import save_model
 
     pre = Preprocessing.named("none", size).to_dict()
     return save_model(path, m, preprocessing=pre, transform={"eval": "eval"}, train_info={"log": log})
@@ -183,7 +183,7 @@ def main(argv=None) -> int:
         print(f"VAE trained on transferred VA, held-out set B vs true VA: valence CCC {c[0]:.3f}, arousal CCC {c[1]:.3f}")
         if (models / "regularized.ckpt").is_file():
             # the reference: the same VAE trained on set A's true VA
-            from affectlab.train.checkpoint import load_model
+            from affectlab.runtime.hub import load_model
 
             ref, _ = load_model(models / "regularized.ckpt")
             with torch.no_grad():
@@ -206,7 +206,7 @@ def main(argv=None) -> int:
 
     if args.only in ("all", "explain"):
         from affectlab.interpret.vavae_explain import explain_vavae
-        from affectlab.train.checkpoint import load_model
+        from affectlab.runtime.hub import load_model
 
         m, info = load_model(models / "regularized.ckpt")
         res = explain_vavae(m, info, f"manifest:{wd / 'testB' / 'labels.csv'}", wd / "explain",

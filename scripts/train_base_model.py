@@ -231,7 +231,7 @@ def _archetype_usage(model: Path, manifest: Path) -> dict:
     import torch
     from sklearn.metrics import accuracy_score, f1_score
 
-    from affectlab.predictor import Predictor
+    from affectlab.runtime.predictor import Predictor
 
     torch.set_num_threads(1)
     rows = pd.read_csv(manifest)

@@ -40,7 +40,7 @@ def untrained_predictor(seed: int = 0):
 
     from affectlab.data.schema import AU_SETS, EXPRESSIONS, LabelSpace
     from affectlab.methods.base import create_method
-    from affectlab.predictor import Predictor
+    from affectlab.runtime.predictor import Predictor
 
     torch.manual_seed(seed)
     space = LabelSpace(EXPRESSIONS, AU_SETS["synth"], va=True)

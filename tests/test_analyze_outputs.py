@@ -30,7 +30,7 @@ def predictor():
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory, predictor):
-    from affectlab.train.checkpoint import save_model
+    from affectlab.modelfile import save_model
 
     return save_model(tmp_path_factory.mktemp("run") / "model.ckpt", predictor.method)
 

@@ -31,7 +31,7 @@ def clip(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory, predictor):
-    from affectlab.train.checkpoint import save_model
+    from affectlab.modelfile import save_model
 
     return save_model(tmp_path_factory.mktemp("run") / "model.ckpt", predictor.method)
 
@@ -147,7 +147,7 @@ def test_smoothing_per_track_is_equation_9(clip, predictor):
         auto = affectlab.analyze(video, predictor, detector="test-two-faces", smooth="auto", progress=False)
     pd.testing.assert_frame_equal(pd.DataFrame(auto), pd.DataFrame(raw))
     # a model that stores its mu (as evaluate --smooth would): 'auto' applies it
-    from affectlab.predictor import Predictor
+    from affectlab.runtime.predictor import Predictor
 
     stored = Predictor.from_method(predictor.method, predictor.preprocessing, info={"smoothing": {"va": 2.0}})
     auto = affectlab.analyze(video, stored, detector="test-two-faces", smooth="auto", progress=False)

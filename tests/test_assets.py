@@ -299,7 +299,7 @@ def test_every_test_starts_offline_in_an_empty_home():
     home = affectlab_home()
     assert not (home / "assets").exists()
     assert str(home) != str(Path.home() / ".cache" / "affectlab")
-    from affectlab.models import models_home
+    from affectlab.runtime.hub import models_home
 
     assert models_home() == home / "models"
 

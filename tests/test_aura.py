@@ -158,7 +158,8 @@ def test_reset_revives_a_collapsed_codebook():
 
 
 def test_checkpoint_round_trip(tmp_path):
-    from affectlab.train.checkpoint import load_model, save_model
+    from affectlab.modelfile import save_model
+    from affectlab.runtime.hub import load_model
 
     torch.manual_seed(0)
     m = create_method("aura", SPACE, {"feature_dim": 12, "num_archetypes": 6, "dim": 8, "hidden": 16})
@@ -302,7 +303,8 @@ def test_training_never_decodes_an_image(tmp_path):
     """Extract, delete the images, train AURA with the engine from the store alone."""
     from affectlab.data.synth import generate
     from affectlab.train.config import resolve_config
-    from affectlab.train.engine import evaluate, train
+    from affectlab.evaluate.engine import evaluate
+    from affectlab.train.engine import train
 
     generate(tmp_path / "s", 48, size=32, seed=5, progress=False)
     store = extract_features(f"manifest:{tmp_path / 's' / 'labels.csv'}", "builtin:cnn-tiny", tmp_path / "f.zarr", progress=False)

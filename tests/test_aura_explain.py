@@ -16,7 +16,7 @@ from affectlab.features.cache import extract_features
 from affectlab.features.dataset import FeatureDataset
 from affectlab.interpret import available_explainers, explain, get_explainer, register_explainer
 from affectlab.methods.base import create_method
-from affectlab.train.checkpoint import save_model
+from affectlab.modelfile import save_model
 
 
 @pytest.fixture(scope="module")

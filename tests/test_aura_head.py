@@ -18,7 +18,7 @@ from affectlab.cli import main
 from affectlab.data.schema import EXPRESSIONS, LabelSpace
 from affectlab.errors import ModelError
 from affectlab.methods.base import create_method
-from affectlab.train.checkpoint import save_model
+from affectlab.modelfile import save_model
 
 COLUMNS = ["archetype", "archetype_label", "archetype_purity", "archetype_size", "archetype_distance"]
 SPACE = LabelSpace(expressions=EXPRESSIONS)
@@ -41,7 +41,7 @@ def parts(tmp_path_factory):
     from affectlab.data.synth import generate
     from affectlab.features.cache import extract_features
     from affectlab.features.dataset import FeatureDataset
-    from affectlab.models.attach import attach_aura
+    from affectlab.interpret.attach import attach_aura
 
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("aura_head")
@@ -81,7 +81,7 @@ def _by_hand_members(parts):
 def test_archetype_is_the_nearest_codebook_vector(parts):
     import cv2
 
-    from affectlab.predictor import Predictor
+    from affectlab.runtime.predictor import Predictor
 
     files = sorted((parts["root"] / "test").rglob("*.jpg"))
     assert len(files) == 6
@@ -102,7 +102,7 @@ def test_archetype_is_the_nearest_codebook_vector(parts):
 
 
 def test_label_statistics_are_the_members_counts(parts):
-    from affectlab.predictor import Predictor
+    from affectlab.runtime.predictor import Predictor
 
     count, hist = _by_hand_members(parts)
     model = Predictor.load(parts["combined"]).method
@@ -162,7 +162,7 @@ def test_a_model_without_a_head_has_no_archetype_columns(parts, tmp_path):
 
 
 def test_head_of_another_feature_width_fails_with_one_line(parts, tmp_path, capsys):
-    from affectlab.models.attach import attach_aura
+    from affectlab.interpret.attach import attach_aura
 
     wrong = create_method("aura", SPACE, {"feature_dim": 7, "dim": 8, "hidden": 8, "num_archetypes": 4})
     wrong_file = save_model(tmp_path / "wrong.ckpt", wrong)
@@ -176,7 +176,7 @@ def test_head_of_another_feature_width_fails_with_one_line(parts, tmp_path, caps
 
 
 def test_a_head_that_is_not_aura_is_refused(parts, tmp_path):
-    from affectlab.models.attach import attach_aura
+    from affectlab.interpret.attach import attach_aura
 
     with pytest.raises(ModelError, match="not an AURA head"):
         attach_aura(parts["base_file"], parts["base_file"], tmp_path / "x.ckpt", members=f"features:{parts['root'] / 'train.zarr'}")
@@ -185,8 +185,8 @@ def test_a_head_that_is_not_aura_is_refused(parts, tmp_path):
 @pytest.mark.realdata
 @pytest.mark.skipif(not FACES.is_dir(), reason="../shared/data/facial_expressions is absent")
 def test_default_model_explains_a_real_face(tmp_path, monkeypatch):
-    from affectlab.models import BASE_MODEL_FILE
-    from affectlab.train.checkpoint import read_payload
+    from affectlab.runtime.hub import BASE_MODEL_FILE
+    from affectlab.modelfile import read_payload
 
     if not BASE_MODEL_FILE.is_file():
         pytest.skip("packaged weights not built in this checkout")
@@ -215,8 +215,8 @@ def test_explain_runs_the_aura_explainer_on_the_attached_head(parts, tmp_path):
 
 def test_members_default_to_the_store_the_head_was_trained_on(parts, tmp_path):
     from affectlab.errors import ConfigError
-    from affectlab.models.attach import attach_aura
-    from affectlab.predictor import Predictor
+    from affectlab.interpret.attach import attach_aura
+    from affectlab.runtime.predictor import Predictor
 
     with pytest.raises(ConfigError, match="does not record a feature store"):
         attach_aura(parts["base_file"], parts["head_file"], tmp_path / "x.ckpt")
@@ -229,8 +229,8 @@ def test_members_default_to_the_store_the_head_was_trained_on(parts, tmp_path):
 
 
 def test_evaluate_predictions_carry_the_archetype_columns(parts, tmp_path):
-    from affectlab.predictor import Predictor
-    from affectlab.train.engine import evaluate
+    from affectlab.runtime.predictor import Predictor
+    from affectlab.evaluate.engine import evaluate
 
     res = evaluate(parts["combined"], f"manifest:{parts['root'] / 'test' / 'labels.csv'}", progress=False)
     table = res.predictions

@@ -15,7 +15,7 @@ import pytest
 
 from affectlab.cli import main
 from affectlab.data.schema import EXPRESSIONS
-from affectlab.models import BASE_MODEL_FILE
+from affectlab.runtime.hub import BASE_MODEL_FILE
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FACES = DATA / "facial_expressions"
@@ -73,7 +73,7 @@ def test_cross_dataset_on_ckplus_beats_chance_by_far():
     from sklearn.metrics import f1_score
 
     from affectlab.data.schema import canonical_expression
-    from affectlab.predictor import Predictor
+    from affectlab.runtime.predictor import Predictor
 
     predictor = Predictor.load("default")
     files = sorted((CKPLUS / "CK+48").glob("*/*.png"))

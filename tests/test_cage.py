@@ -21,9 +21,11 @@ from affectlab.data.synth import generate, sample_batch
 from affectlab.errors import ConfigError, ModelError
 from affectlab.interpret.cage_plots import cumulative_abs_error, plot_abs_error_curves
 from affectlab.methods.base import create_method
-from affectlab.train.checkpoint import load_model, save_model
+from affectlab.modelfile import save_model
+from affectlab.runtime.hub import load_model
 from affectlab.train.config import resolve_config
-from affectlab.train.engine import evaluate, native_va_metrics, run_evaluation, train
+from affectlab.evaluate.engine import evaluate, native_va_metrics, run_evaluation
+from affectlab.train.engine import train
 
 EXPR8 = ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger", "contempt")
 SPACE = LabelSpace(expressions=EXPR8, va=True)
@@ -306,10 +308,10 @@ def test_cross_dataset_evaluation_maps_classes_by_name(two_sets, tmp_path):
     assert res.label_space.expressions == ("happiness", "sadness")
     labels = pd.read_csv(two_sets / "b" / "labels.csv")
     from affectlab.data.datasets import load_dataset
-    from affectlab.train.engine import image_transform
+    from affectlab.data.transforms import preprocessing_transform
 
     ds = load_dataset(f"manifest:{two_sets / 'b' / 'labels.csv'}")
-    ds.set_transform(image_transform(info["preprocessing"], "eval", False))
+    ds.set_transform(preprocessing_transform(info["preprocessing"], "eval", False))
     x = torch.stack([ds[i]["image"] for i in range(len(ds))])
     with torch.no_grad():
         logits = method({"image": x}).expr_logits

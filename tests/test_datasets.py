@@ -13,7 +13,8 @@ from PIL import Image
 
 from affectlab import load_dataset
 from affectlab.data.batch import collate
-from affectlab.data.datasets import AffectDataset, LabeledDataset, parse_spec
+from affectlab.data.datasets import parse_spec
+from affectlab.data.labeled import AffectDataset, LabeledDataset
 from affectlab.data.schema import LabelSpace
 from affectlab.errors import AffectlabError, ConfigError, DatasetError, LabelError
 

@@ -14,7 +14,9 @@ from affectlab.cli import main
 from affectlab.data.datasets import load_dataset
 from affectlab.data.synth import generate
 from affectlab.train.config import resolve_config
-from affectlab.train.engine import evaluate, holdout_split, train
+from affectlab.evaluate.engine import evaluate
+from affectlab.train.engine import train
+from affectlab.train.prepare import holdout_split
 
 
 def _config(train_spec: str, **kw):
@@ -91,7 +93,7 @@ def test_evaluate_agrees_with_metrics_on_saved_predictions(setup, tmp_path, caps
 def test_validation_metrics_of_training_equal_evaluate_on_the_held_out_split(setup):
     root = setup
     stored = json.loads((root / "run" / "metrics.json").read_text())
-    from affectlab.train.checkpoint import load_model
+    from affectlab.runtime.hub import load_model
 
     _, info = load_model(root / "run")
     full = load_dataset(_spec(root, "train")).with_label_space(info["label_space"])

@@ -30,7 +30,7 @@ def test_batch_plan_splits_chunks_over_ranks_without_crossing_them():
 @pytest.fixture(scope="module")
 def data_and_run(tmp_path_factory):
     from affectlab.data.synth import generate
-    from affectlab.train.checkpoint import save_model
+    from affectlab.modelfile import save_model
 
     root = tmp_path_factory.mktemp("ddp")
     generate(root / "synth", n=90, size=32, seed=3)

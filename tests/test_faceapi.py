@@ -206,7 +206,7 @@ def test_every_manifest_tensor_is_consumed_with_its_shape():
 def test_ckplus_accuracy(real_method):
     from sklearn.metrics import accuracy_score
 
-    from affectlab.predictor import Predictor
+    from affectlab.runtime.predictor import Predictor
 
     images, y = ck_subset()
     pred = Predictor.from_method(real_method).predict_table(images)["expression"].to_numpy()
@@ -216,7 +216,7 @@ def test_ckplus_accuracy(real_method):
 
 
 def test_predictions_do_not_depend_on_dtype_or_batch(real_method):
-    from affectlab.predictor import Predictor
+    from affectlab.runtime.predictor import Predictor
 
     images, _ = ck_subset(step=40)
     pred = Predictor.from_method(real_method, batch_size=64)
@@ -235,7 +235,7 @@ def test_import_from_the_hub_and_evaluate(assets_home, tmp_path, capsys):
     images, y = ck_subset(step=25)
     assert main(["models", "import", "faceapi:expression"]) == 0
     assert "faceapi:expression" in capsys.readouterr().err
-    from affectlab.models import imported_models
+    from affectlab.runtime.hub import imported_models
 
     [info] = [i for i in imported_models() if i["name"] == "faceapi:expression"]
     assert info["path"].startswith(str(assets_home / "models"))
@@ -261,7 +261,7 @@ def test_import_from_the_hub_and_evaluate(assets_home, tmp_path, capsys):
 
     # its encoder is a backbone: run:MODEL.ckpt gives the same 256-d features as the method
     from affectlab.features.backbones import create_backbone
-    from affectlab.predictor import Predictor
+    from affectlab.runtime.predictor import Predictor
 
     model_file = Path(info["path"]) / "model.ckpt"
     backbone = create_backbone(f"run:{model_file}")

@@ -14,7 +14,8 @@ from affectlab.data.datasets import load_dataset
 from affectlab.data.synth import generate
 from affectlab.errors import ConfigError, DatasetError
 from affectlab.features.backbones import create_backbone
-from affectlab.features.cache import FeatureStore, dataset_fingerprint, extract_features, preprocessing_transform
+from affectlab.data.transforms import preprocessing_transform
+from affectlab.features.cache import FeatureStore, dataset_fingerprint, extract_features
 from affectlab.features.dataset import FeatureDataset, is_feature_spec, open_features
 
 
@@ -200,10 +201,10 @@ def test_clip_never_downloads_implicitly(tiny_clip):
 
 
 def test_run_backbone_is_the_trained_encoder(tmp_path):
-    import affectlab.features.run_backbone  # noqa: F401  (registers run:)
+    import affectlab.runtime.run_backbone  # noqa: F401  (registers run:)
     from affectlab.data.schema import EXPRESSIONS, LabelSpace
     from affectlab.methods.base import create_method
-    from affectlab.train.checkpoint import save_model
+    from affectlab.modelfile import save_model
 
     torch.manual_seed(1)
     method = create_method("baseline", LabelSpace(expressions=EXPRESSIONS), {"backbone": "builtin:cnn-tiny"})

@@ -8,10 +8,11 @@ import pytest
 
 from affectlab.errors import AffectlabError, ConfigError, ModelError
 from affectlab.methods.base import available_methods
-from affectlab.predictor import available_packaged_models, packaged_model_path
-from affectlab.train.checkpoint import load_model, resolve_model_path
+from affectlab.runtime.hub import available_packaged_models, packaged_model_path
+from affectlab.runtime.hub import load_model, resolve_model
 from affectlab.train.config import TrainConfig
-from affectlab.train.engine import run_evaluation, train
+from affectlab.evaluate.engine import run_evaluation
+from affectlab.train.engine import train
 
 
 def test_onnx_is_a_method_model_files_hold_but_not_a_training_choice():
@@ -29,7 +30,7 @@ def test_training_an_inference_only_method_is_refused_by_name(tmp_path):
 def test_packaged_name_resolves_to_its_file_in_load_model():
     assert "affectlab-base" in available_packaged_models()
     path = packaged_model_path("affectlab-base")
-    assert resolve_model_path("affectlab-base") == resolve_model_path(path)
+    assert resolve_model("affectlab-base") == resolve_model(path)
     method, info = load_model("affectlab-base")
     assert info["label_space"].expressions and not info["label_space"].va
     assert packaged_model_path("no-such-model") is None
@@ -37,7 +38,7 @@ def test_packaged_name_resolves_to_its_file_in_load_model():
 
 def test_unknown_name_error_points_to_the_model_list():
     with pytest.raises(ModelError, match=r"'no-such-model' does not exist.*affectlab models"):
-        resolve_model_path("no-such-model")
+        resolve_model("no-such-model")
 
 
 def test_smooth_auto_refuses_to_write_into_a_packaged_model():

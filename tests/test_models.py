@@ -61,8 +61,8 @@ def reference_scores(net, images):
 
 
 def test_emotiefflib_import_maps_classes_by_name_and_keeps_va(tmp_path):
-    from affectlab.models.importers import import_model
-    from affectlab.predictor import Predictor
+    from affectlab.runtime.importers import import_model
+    from affectlab.runtime.predictor import Predictor
 
     onnx = tmp_path / "enet_b0_8_va_mtl.onnx"
     net = export(onnx, outputs=10)
@@ -83,8 +83,8 @@ def test_emotiefflib_import_maps_classes_by_name_and_keeps_va(tmp_path):
 
 
 def test_seven_class_model_has_no_contempt(tmp_path):
-    from affectlab.models.importers import import_model
-    from affectlab.predictor import Predictor
+    from affectlab.runtime.importers import import_model
+    from affectlab.runtime.predictor import Predictor
 
     onnx = tmp_path / "m.onnx"
     net = export(onnx, outputs=7, size=260)
@@ -137,7 +137,7 @@ def test_imported_model_is_listed_and_runs_in_analyze_and_evaluate(tmp_path, cap
 
 
 def test_offline_without_file_fails_with_one_line_naming_file(monkeypatch, capsys):
-    from affectlab.models import importers
+    from affectlab.runtime import importers
 
     # a closed local port: the download fails at once, as it does without a network
     monkeypatch.setattr(importers, "EMOTIEFFLIB_URL", "http://127.0.0.1:9/{name}.onnx")
@@ -150,7 +150,7 @@ def test_offline_without_file_fails_with_one_line_naming_file(monkeypatch, capsy
 
 
 def test_wrong_signature_and_bad_names_are_refused(tmp_path):
-    from affectlab.models.importers import import_model
+    from affectlab.runtime.importers import import_model
 
     onnx = tmp_path / "seven.onnx"
     export(onnx, outputs=7)
@@ -171,16 +171,16 @@ def test_wrong_signature_and_bad_names_are_refused(tmp_path):
 
 def test_default_model_resolves_to_packaged_file():
     from affectlab.analyze.api import load_predictor
-    from affectlab.models import BASE_MODEL_FILE, list_models
-    from affectlab.predictor import _resolve_model, available_packaged_models
+    from affectlab.runtime.hub import BASE_MODEL_FILE, list_models
+    from affectlab.runtime.hub import available_packaged_models, resolve_model
 
     assert {"default", "affectlab-base"} <= set(available_packaged_models())
     assert list_models()[0]["name"] == "affectlab-base"
     if not BASE_MODEL_FILE.is_file():
         with pytest.raises(ModelError, match="missing from this installation"):
-            _resolve_model("default")
+            resolve_model("default")
         pytest.skip("packaged weights not built in this checkout")
-    assert _resolve_model("default") == BASE_MODEL_FILE
+    assert resolve_model("default") == BASE_MODEL_FILE
     # at most 10 MB, predicts the eight expressions and nothing else
     assert BASE_MODEL_FILE.stat().st_size <= 10 * 1024 * 1024
     predictor = load_predictor(None)
@@ -196,7 +196,7 @@ def test_default_model_resolves_to_packaged_file():
 def test_clip_import_registers_checkpoint_for_backbone(tmp_path, capsys):
     open_clip = pytest.importorskip("open_clip")
     from affectlab.features.backbones import create_backbone
-    from affectlab.models.importers import imported_weights
+    from affectlab.runtime.importers import imported_weights
 
     # a tiny open_clip architecture so the checkpoint is small
     cfg = {
@@ -223,6 +223,6 @@ def test_clip_import_registers_checkpoint_for_backbone(tmp_path, capsys):
     assert main(["models", "path", "clip:Tiny-ViT-test"]) == 0
     assert capsys.readouterr().out.strip().endswith("tiny.pt")
     with pytest.raises(ConfigError, match="--file"):
-        from affectlab.models.importers import import_model
+        from affectlab.runtime.importers import import_model
 
         import_model("clip:Tiny-ViT-test")

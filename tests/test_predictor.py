@@ -11,7 +11,8 @@ from affectlab.data.transforms import build_transform
 from affectlab.errors import ConfigError, ModelError
 from affectlab.methods.base import create_method
 from affectlab.methods.baseline import BaselineMethod
-from affectlab.predictor import Predictor, available_packaged_models, register_packaged_model
+from affectlab.runtime.hub import available_packaged_models, register_packaged_model
+from affectlab.runtime.predictor import Predictor
 
 SPACE = LabelSpace(expressions=EXPRESSIONS, aus=AU_SETS["abaw12"], va=True)
 
@@ -138,7 +139,7 @@ def test_multilabel_uses_sigmoid():
 
 
 def test_load_run_directory_and_packaged_name(method, tmp_path):
-    from affectlab.train.checkpoint import save_model
+    from affectlab.modelfile import save_model
 
     run = tmp_path / "run"
     save_model(run / "model.ckpt", method, preprocessing=method.preprocessing.to_dict())
@@ -155,7 +156,7 @@ def test_load_run_directory_and_packaged_name(method, tmp_path):
 
 
 def test_errors(method, tmp_path):
-    with pytest.raises(ModelError, match="neither an existing run directory"):
+    with pytest.raises(ModelError, match="does not exist: it is neither a run directory"):
         Predictor.load(tmp_path / "nothing")
     pred = Predictor.from_method(method)
     with pytest.raises(ConfigError, match="image 1: .*uint8"):

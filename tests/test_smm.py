@@ -202,7 +202,7 @@ def test_inception_v3_path_on_cpu_learns_a_fixed_batch():
 def clip_run(tmp_path_factory):
     """A tiny SMM run and a tiny synthetic clip set (4 clips x 6 frames)."""
     from affectlab.data import synth
-    from affectlab.train.checkpoint import save_model
+    from affectlab.modelfile import save_model
 
     root = tmp_path_factory.mktemp("smm")
     synth.generate(root / "clips", n=0, sequences=4, frames=6, size=48, seed=3, progress=False)
@@ -216,7 +216,7 @@ def clip_run(tmp_path_factory):
 
 
 def test_evaluate_smoothing_equals_temporal_by_hand(clip_run):
-    from affectlab.train.engine import evaluate
+    from affectlab.evaluate.engine import evaluate
 
     run, spec, labels = clip_run
     raw = evaluate(run, spec, progress=False, batch_size=7)
@@ -233,8 +233,8 @@ def test_evaluate_smoothing_equals_temporal_by_hand(clip_run):
 
 
 def test_evaluate_feature_level_smoothing_goes_through_the_last_fc(clip_run):
-    from affectlab.train.checkpoint import load_model
-    from affectlab.train.engine import evaluate
+    from affectlab.runtime.hub import load_model
+    from affectlab.evaluate.engine import evaluate
 
     run, spec, labels = clip_run
     sm = evaluate(run, spec, progress=False, smooth={"va": 2.0}, smooth_level="features")
@@ -242,11 +242,11 @@ def test_evaluate_feature_level_smoothing_goes_through_the_last_fc(clip_run):
     assert sm.smoothing["mu"]["expr"] == 0.0
     method, _ = load_model(run)
     from affectlab.data.datasets import load_dataset
-    from affectlab.train.engine import image_transform
+    from affectlab.data.transforms import preprocessing_transform
 
     ds = load_dataset(spec)
     ds = ds.with_label_space(sm.label_space)
-    ds.set_transform(image_transform(method.preprocessing.to_dict(), "eval", False))
+    ds.set_transform(preprocessing_transform(method.preprocessing.to_dict(), "eval", False))
     imgs = torch.stack([ds[i]["image"] for i in range(len(ds))])
     with torch.inference_mode():
         msg = method({"image": imgs}).extras["message"].numpy()
@@ -261,8 +261,8 @@ def test_evaluate_smooth_auto_stores_mu_in_the_run(clip_run, tmp_path):
     import shutil
 
     from affectlab.analyze.pipeline import smoothing_spec
-    from affectlab.train.checkpoint import load_model
-    from affectlab.train.engine import run_evaluation
+    from affectlab.runtime.hub import load_model
+    from affectlab.evaluate.engine import run_evaluation
 
     src, spec, _ = clip_run
     run = tmp_path / "run"
@@ -279,8 +279,8 @@ def test_evaluate_smooth_auto_stores_mu_in_the_run(clip_run, tmp_path):
 
 
 def test_smoothing_errors(clip_run, tmp_path):
-    from affectlab.train.engine import evaluate
-    from affectlab.train.smoothing import parse_smooth
+    from affectlab.evaluate.engine import evaluate
+    from affectlab.evaluate.smoothing import parse_smooth
 
     run, spec, labels = clip_run
     assert parse_smooth("expr=9,va=9,au=7") == {"expr": 9.0, "va": 9.0, "au": 7.0}

@@ -19,10 +19,13 @@ import yaml
 from affectlab.cli import main
 from affectlab.data.synth import generate
 from affectlab.errors import ConfigError
-from affectlab.train.checkpoint import load_model
+from affectlab.runtime.hub import load_model
 from affectlab.train.config import TrainConfig, available_presets, load_preset, resolve_config
 from affectlab.data.datasets import load_dataset
-from affectlab.train.engine import DESIGN_METRICS, evaluate, holdout_split, train
+from affectlab.evaluate.engine import evaluate
+from affectlab.metrics import METRIC_NAMES
+from affectlab.train.engine import train
+from affectlab.train.prepare import holdout_split
 
 # A small, fast setting: 32 px synthetic faces, the tiny built-in CNN, no augmentation.
 FAST = [
@@ -99,7 +102,7 @@ def test_run_directory_holds_config_model_metrics_and_log(run_dir, synth):
     assert TrainConfig(**saved) == fast_config(spec(synth, "train"))
     # metrics.json: best validation metrics under DESIGN.md names
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics) <= set(DESIGN_METRICS)
+    assert set(metrics) <= set(METRIC_NAMES)
     for key in ("expr_acc", "expr_f1_macro", "expr_f1", "valence_ccc", "arousal_ccc", "va_ccc", "au_f1", "au_f1_mean"):
         assert key in metrics, key
     assert set(metrics["expr_f1"]) == set(result.label_space.expressions)
@@ -277,7 +280,7 @@ def test_ddp_two_processes_on_cpu_write_one_run_directory(synth, tmp_path):
     log = pd.read_csv(out / "log.csv")
     assert list(log["epoch"]) == [0, 1]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics) <= set(DESIGN_METRICS) and "expr_acc" in metrics
+    assert set(metrics) <= set(METRIC_NAMES) and "expr_acc" in metrics
     method, info = load_model(out)
     assert info["train"]["config"]["strategy"] == "ddp_fork"
     ckpt = torch.load(out / "last.ckpt", map_location="cpu", weights_only=True)

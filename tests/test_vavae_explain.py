@@ -20,7 +20,8 @@ from affectlab.interpret.vavae_explain import (
     regression_table,
 )
 from affectlab.methods.base import create_method
-from affectlab.train.checkpoint import load_model, save_model
+from affectlab.modelfile import save_model
+from affectlab.runtime.hub import load_model
 
 SIZE = 32
 

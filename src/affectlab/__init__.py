@@ -12,7 +12,8 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _LAZY = {
-    "load_dataset": "affectlab.data.datasets",
+    "load_dataset": "affectlab.runtime.data",
+    "Predictor": "affectlab.runtime.predictor",
     "analyze": "affectlab.analyze.api",
     "LabelSpace": "affectlab.data.schema",
     "AffectlabError": "affectlab.errors",

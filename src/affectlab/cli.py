@@ -444,7 +444,7 @@ def evaluate_cmd(
     from rich.markup import escape
     from rich.table import Table
 
-    from affectlab.train.engine import metrics_rows, run_evaluation
+    from affectlab.evaluate.engine import metrics_rows, run_evaluation
 
     result = run_evaluation(
         model, data, json_out=json_out, predictions_out=predictions, plots=plots, per_class=per_class,
@@ -746,8 +746,8 @@ def _print_models() -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from affectlab.models import list_models, models_home
     from affectlab.runtime.assets import affectlab_home, list_assets
+    from affectlab.runtime.hub import list_models, models_home
 
     out = Console()
     table = Table(title=f"models (imported ones live in {models_home()})")
@@ -859,7 +859,7 @@ def models_import_cmd(
     then `affectlab analyze clip.mp4 --model emotiefflib:enet_b0_8_va_mtl`;
     `affectlab models import faceapi:expression`, then `affectlab evaluate --model faceapi:expression ...`.
     """
-    from affectlab.models.importers import import_model
+    from affectlab.runtime.importers import import_model
 
     info = import_model(source, file, force=force)
     console.print(f"[green]imported[/green] {info['name']}: {info.get('description', '')} -> {info['path']}", highlight=False)
@@ -893,7 +893,7 @@ def models_attach_aura_cmd(
 
     then `affectlab analyze photo.jpg --model with_aura.ckpt --out faces.csv`.
     """
-    from affectlab.models.attach import attach_aura
+    from affectlab.interpret.attach import attach_aura
 
     res = attach_aura(model, head, out, members=members, predict=predict, progress=not quiet)
     console.print(
@@ -911,16 +911,15 @@ def models_path_cmd(name: str = typer.Argument(..., help="A packaged or imported
     Examples: `--weights $(affectlab models path clip:ViT-B-16)`, `affectlab models path yunet`,
     `--backbone run:$(affectlab models path faceapi:expression)`.
     """
-    from affectlab.models import imported_models
-    from affectlab.models.importers import imported_weights
-    from affectlab.predictor import _resolve_model
     from affectlab.runtime.assets import ASSETS, asset_path
+    from affectlab.runtime.hub import imported_models, resolve_model
+    from affectlab.runtime.importers import imported_weights
 
     if name in ASSETS:
         typer.echo(str(asset_path(name, download=False)))
         return
     kinds = {i["name"]: i.get("kind") for i in imported_models()}
-    path = imported_weights(name) if kinds.get(name) == "backbone" else _resolve_model(name)
+    path = imported_weights(name) if kinds.get(name) == "backbone" else resolve_model(name)
     typer.echo(str(path))
 
 

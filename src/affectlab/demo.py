@@ -59,7 +59,8 @@ def run_demo(
     """
     from affectlab.analyze.api import analyze
     from affectlab.data.synth import generate
-    from affectlab.train.engine import run_evaluation, run_training
+    from affectlab.evaluate.engine import run_evaluation
+    from affectlab.train.engine import run_training
 
     if n_train < 50 or n_test < 20:
         raise ConfigError(f"the demo needs at least 50 training and 20 test images (got {n_train} and {n_test})")

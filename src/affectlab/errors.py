@@ -34,6 +34,10 @@ class ModelError(AffectlabError, ValueError):
     """A model, run directory or checkpoint cannot be loaded or used as asked."""
 
 
+class UnsafeModelError(ModelError):
+    """A model or weights file would need unpickling (which can run code): refused, nothing run."""
+
+
 def check_nonnegative(value, what: str) -> float:
     """``value`` as a finite float >= 0, or a :class:`ConfigError` naming ``what``."""
     try:

@@ -36,6 +36,24 @@ from affectlab.data.schema import (
 )
 from affectlab.errors import ConfigError, LabelError
 
+#: The metric names (``metrics.json`` keys) a run and an evaluation report.
+METRIC_NAMES = (
+    "expr_acc",
+    "expr_f1_macro",
+    "expr_f1",
+    "topk_acc",
+    "valence_ccc",
+    "arousal_ccc",
+    "va_ccc",
+    "valence_rmse",
+    "arousal_rmse",
+    "valence_mae",
+    "arousal_mae",
+    "au_f1",
+    "au_f1_mean",
+    "abaw_mtl",
+)
+
 __all__ = [
     "MissingLabelsWarning",
     "accuracy",

@@ -23,9 +23,10 @@ NO_DEFAULT_MODEL = "no model given and no packaged default model installed; pass
 
 
 def load_predictor(model, *, device: str = "cpu", batch_size: int = 32):
-    """A :class:`~affectlab.predictor.Predictor` from a run directory, model file, packaged
+    """A :class:`~affectlab.runtime.predictor.Predictor` from a run directory, model file, packaged
     name, or an existing predictor; ``None`` means the packaged ``default`` model."""
-    from affectlab.predictor import Predictor, available_packaged_models
+    from affectlab.runtime.hub import available_packaged_models
+    from affectlab.runtime.predictor import Predictor
 
     if isinstance(model, Predictor):
         return model
@@ -78,7 +79,7 @@ def analyze(
         and video files (mp4, avi, mov, mkv, webm), in any mix.
     model : str, path or Predictor, optional
         A run directory, a ``model.ckpt``, a packaged model name, or a
-        :class:`~affectlab.predictor.Predictor`. ``None``: the packaged default model.
+        :class:`~affectlab.runtime.predictor.Predictor`. ``None``: the packaged default model.
     detector : str or callable
         ``"auto"`` (default: YuNet when its asset is present, else Haar with a one-line
         notice), ``"yunet"`` (an error naming the asset when it is missing offline),

@@ -49,7 +49,7 @@ def resolve_default_model() -> str:
     """:func:`default_model`, made loadable: an asset-backed model is imported once (no download)."""
     name = default_model()
     if ":" in name:
-        from affectlab.models.importers import import_model
+        from affectlab.runtime.importers import import_model
 
         import_model(name)  # converts the present asset into the models folder, once
     return name

@@ -136,7 +136,7 @@ class Analyzer:
 
     Parameters
     ----------
-    predictor : affectlab.predictor.Predictor or None
+    predictor : affectlab.runtime.predictor.Predictor or None
         The model; ``None`` tabulates faces only (no prediction columns).
     detector : callable
         ``detector(image) -> Faces | [N, 5] | [N, 15]`` (see :mod:`affectlab.perception.detectors`).

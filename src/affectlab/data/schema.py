@@ -453,6 +453,55 @@ class LabelSpace:
             multilabel=self.multilabel and "expr" in tasks,
         )
 
+    @classmethod
+    def union(cls, spaces: Sequence["LabelSpace"], names: Sequence[str] | None = None) -> "LabelSpace":
+        """The one rule for combining label spaces (several datasets, several splits).
+
+        One space is returned as it is. Several: expressions in canonical order (first-seen
+        order for multi-label sets, whose classes have no canonical order), AUs by number,
+        VA when any space has it.
+
+        Parameters
+        ----------
+        spaces : sequence of LabelSpace
+        names : sequence of str, optional
+            Where each space comes from, for the error message.
+
+        Raises
+        ------
+        LabelError
+            When single-label and multi-label expression spaces are mixed (a single-label
+            class is not a multi-label one; nothing silently turns multi-label).
+        """
+        spaces = list(spaces)
+        if not spaces:
+            raise LabelError("no label space to combine")
+        if len(spaces) == 1:
+            return spaces[0]
+        kinds = {sp.multilabel for sp in spaces if sp.expressions}
+        if len(kinds) > 1:
+            where = ""
+            if names is not None:
+                multi = [n for n, sp in zip(names, spaces) if sp.expressions and sp.multilabel]
+                single = [n for n, sp in zip(names, spaces) if sp.expressions and not sp.multilabel]
+                where = f" ({', '.join(multi)} multi-label; {', '.join(single)} single-label)"
+            raise LabelError(
+                f"cannot combine single-label and multi-label expression sets{where}; "
+                "use one kind, or keep only the other descriptors with --tasks va,au"
+            )
+        multilabel = kinds == {True}
+        exprs: list[str] = []
+        for sp in spaces:
+            exprs.extend(e for e in sp.expressions if e not in exprs)
+        if not multilabel:
+            exprs = [e for e in ALL_EXPRESSIONS if e in exprs] + [e for e in exprs if e not in ALL_EXPRESSIONS]
+        return cls(
+            expressions=tuple(exprs),
+            aus=tuple(sort_aus(a for sp in spaces for a in sp.aus)),
+            va=any(sp.va for sp in spaces),
+            multilabel=multilabel,
+        )
+
     def to_dict(self) -> dict:
         return {
             "expressions": list(self.expressions),

@@ -409,7 +409,7 @@ def summarize(data, label_space: LabelSpace | None = None) -> LabelStats:
     """
     frame, space = _frame_and_space(data, label_space)
     if space is None:
-        from affectlab.data.datasets import infer_label_space
+        from affectlab.data.labeled import infer_label_space
 
         space = infer_label_space(frame)
     classes = list(space.expressions)
@@ -485,7 +485,7 @@ def compare_splits(
     fa, sa = _frame_and_space(train, label_space)
     fb, sb = _frame_and_space(validation, label_space)
     if sa is None and sb is None:
-        from affectlab.data.datasets import infer_label_space
+        from affectlab.data.labeled import infer_label_space
 
         ia, ib = infer_label_space(fa), infer_label_space(fb)
         present = set(ia.expressions) | set(ib.expressions)

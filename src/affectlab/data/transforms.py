@@ -32,13 +32,17 @@ photo does not pay for importing torchvision (seconds: it imports ``torch._dynam
 
 Normalisations: ``imagenet`` (torchvision backbones), ``clip`` (open_clip's OpenAI
 mean/std) and ``none`` (values stay in [0, 1]).
+
+A backbone's preprocessing (input size, mean/std, resize filter) becomes a transform in
+one place, :func:`preprocessing_transform`: training, evaluation, the Predictor and
+feature extraction all call it, so the same image gives the same tensor everywhere.
 """
 
 from __future__ import annotations
 
 import platform
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -308,6 +312,7 @@ def build_transform(
     *,
     margin: float = 0.2,
     interpolation: str = "bilinear",
+    stats: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> ImageTransform:
     """Build the preprocessing for a backbone.
 
@@ -326,6 +331,9 @@ def build_transform(
         Face-crop margin used when the transform is called with a ``box``.
     interpolation : {"bilinear", "bicubic", "nearest"}
         Resampling filter of the resize (antialiased when shrinking).
+    stats : (mean, std), optional
+        Per-channel mean and std replacing the ``normalize`` preset's (a backbone with
+        its own values, e.g. some timm models).
 
     Returns
     -------
@@ -356,14 +364,15 @@ def build_transform(
         raise ConfigError(f"face crop margin must be a number >= 0, got {margin!r}")
     if interpolation not in INTERPOLATIONS:
         raise ConfigError(f"unknown interpolation {interpolation!r}; known: {', '.join(INTERPOLATIONS)}")
-    stats = NORMALIZATIONS[normalize]
+    if stats is None:
+        stats = NORMALIZATIONS[normalize]
     if train:
         from torchvision.transforms import v2
 
         before, after = _augmentations(preset, hw, interpolation)
         ops = [*before, v2.ToDtype(torch.float32, scale=True)]
         if stats is not None:
-            ops.append(v2.Normalize(mean=list(stats[0]), std=list(stats[1])))
+            ops.append(v2.Normalize(mean=[float(v) for v in stats[0]], std=[float(v) for v in stats[1]]))
         ops.extend(after)
         pipeline = v2.Compose(ops)
     else:
@@ -376,4 +385,51 @@ def build_transform(
         margin=float(margin),
         pipeline=pipeline,
         interpolation=interpolation,
+    )
+
+
+def preprocessing_transform(
+    preprocessing: Mapping[str, Any] | Any, preset: str | None = None, train: bool = False
+) -> ImageTransform:
+    """The transform for a backbone's stored preprocessing: the one route from settings to tensors.
+
+    Parameters
+    ----------
+    preprocessing : Preprocessing or mapping
+        ``input_size``, ``mean``, ``std`` (authoritative when given; else the ``normalize``
+        preset's) and ``interpolation`` (the backbone's resize filter, honoured: CLIP's
+        is bicubic; ``area`` resizes with antialiased bilinear, which averages like it).
+    preset : str, optional
+        Augmentation preset; default ``"default"`` when ``train`` else ``"eval"``.
+    train : bool
+        Whether to apply the preset's random augmentations.
+
+    Returns
+    -------
+    ImageTransform
+
+    Raises
+    ------
+    ConfigError
+        Unknown normalisation without explicit mean/std, or an unknown preset.
+    """
+    get = preprocessing.get if isinstance(preprocessing, Mapping) else lambda k, d=None: getattr(preprocessing, k, d)
+    normalize = get("normalize", "imagenet") or "imagenet"
+    mean, std = get("mean"), get("std")
+    if mean is None or std is None:
+        if normalize not in NORMALIZATIONS:
+            raise ConfigError(f"normalisation {normalize!r} has no transform preset; use imagenet, clip or none")
+        stats = NORMALIZATIONS[normalize]
+    else:
+        stats = (tuple(float(v) for v in mean), tuple(float(v) for v in std))
+    interpolation = get("interpolation", "bilinear") or "bilinear"
+    if interpolation == "area":
+        interpolation = "bilinear"
+    return build_transform(
+        preset or ("default" if train else "eval"),
+        int(get("input_size")),
+        normalize if normalize in NORMALIZATIONS else "none",
+        train,
+        interpolation=interpolation,
+        stats=stats,
     )

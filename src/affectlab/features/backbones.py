@@ -11,7 +11,7 @@ Build one by name, timm-style::
 Every :class:`Backbone` carries ``out_dim`` (width of ``"global"``), ``map_channels``
 (channels of ``"map"``, or ``None``), ``token_dim`` (width of ``"tokens"``, or ``None``)
 and ``preprocessing`` (:class:`Preprocessing`: input size, mean, std), which the training
-data pipeline and :class:`affectlab.predictor.Predictor` both read, so images are
+data pipeline and :class:`affectlab.runtime.predictor.Predictor` both read, so images are
 resized and normalised the same way at training and at inference.
 
 Weights are never downloaded unless ``pretrained=True`` is asked for explicitly (then
@@ -30,7 +30,7 @@ prefix; the factory then receives the rest of the name::
     def _clip(arch, *, pretrained=False, weights=None, **kw) -> Backbone: ...
 
 Modules listed in :data:`PLUGIN_MODULES` (``affectlab.features.clip``,
-``affectlab.features.run_backbone``) are imported on first use of the registry, so families
+``affectlab.runtime.run_backbone``) are imported on first use of the registry, so families
 defined there are available without an explicit import.
 """
 
@@ -57,7 +57,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 #: Modules that register more backbone families when imported (missing ones are skipped).
 PLUGIN_MODULES: tuple[str, ...] = (
     "affectlab.features.clip",
-    "affectlab.features.run_backbone",
+    "affectlab.runtime.run_backbone",
 )
 
 
@@ -308,10 +308,9 @@ _WRAPPER_PREFIXES = ("module.", "model.", "backbone.", "encoder.", "_orig_mod.")
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise ModelError(f"cannot read backbone weights {str(path)!r}: {exc}") from None
+    from affectlab.modelfile import safe_load
+
+    obj = safe_load(path, "backbone weights file")
     for key in ("state_dict", "model", "state_dict_ema", "model_state_dict"):
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
             obj = obj[key]

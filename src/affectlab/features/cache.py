@@ -32,7 +32,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -229,42 +229,6 @@ def _mismatch(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- extraction
-def preprocessing_transform(preprocessing) -> Callable:
-    """The eval-time image transform matching a backbone's :class:`Preprocessing`."""
-    import torch
-    from torchvision.transforms import v2
-
-    from affectlab.data.transforms import NORMALIZATIONS, build_transform
-
-    pre = preprocessing
-    named = NORMALIZATIONS.get(pre.normalize, "custom") if pre.normalize in NORMALIZATIONS else "custom"
-    if named != "custom" and pre.interpolation == "bilinear":
-        if named is None or (
-            np.allclose(named[0], pre.mean, atol=1e-4) and np.allclose(named[1], pre.std, atol=1e-4)
-        ):
-            return build_transform("eval", pre.input_size, pre.normalize, train=False)
-    modes = {
-        "bilinear": v2.InterpolationMode.BILINEAR,
-        "bicubic": v2.InterpolationMode.BICUBIC,
-        "nearest": v2.InterpolationMode.NEAREST,
-        "area": v2.InterpolationMode.BILINEAR,
-    }
-    pipeline = v2.Compose(
-        [
-            v2.Resize((pre.input_size, pre.input_size), interpolation=modes[pre.interpolation], antialias=True),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(mean=list(pre.mean), std=list(pre.std)),
-        ]
-    )
-
-    def transform(image: np.ndarray) -> torch.Tensor:
-        from affectlab.data.transforms import to_rgb_uint8
-
-        return pipeline(torch.from_numpy(to_rgb_uint8(image)).permute(2, 0, 1)).contiguous()
-
-    return transform
-
-
 def _tokens_of(out: Mapping[str, Any]):
     if "tokens" in out:
         return out["tokens"]
@@ -394,6 +358,8 @@ def extract_features(
         raise DatasetError(f"{getattr(dataset, 'name', 'dataset')} is empty: nothing to extract")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     bb = bb.to(dev).eval()
+    from affectlab.data.transforms import preprocessing_transform
+
     dataset.set_transform(preprocessing_transform(bb.preprocessing))
     rows = int(chunk_rows or 16 * batch_size)
     rows = min(rows, n)

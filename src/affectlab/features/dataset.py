@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from affectlab.data.datasets import LabeledDataset
+from affectlab.data.labeled import LabeledDataset
 from affectlab.data.schema import LabelSpace
 from affectlab.errors import DatasetError
 from affectlab.features.cache import FeatureStore

@@ -7,7 +7,7 @@ module, e.g. :mod:`affectlab.interpret.aura_explain`)::
     @register_explainer("aura")
     def explain_aura(model, info, data, out, **options) -> ExplainResult: ...
 
-An explainer receives the loaded model (:func:`affectlab.train.checkpoint.load_model`),
+An explainer receives the loaded model (:func:`affectlab.runtime.hub.load_model`),
 its info dict, the data spec (or dataset) and the output folder, and returns a dict of
 written files and headline numbers.
 """
@@ -98,7 +98,7 @@ def explain(model: str | os.PathLike, data, out: str | os.PathLike, **options: A
     dict
         ``files`` (name -> path) and headline numbers, as the explainer reports them.
     """
-    from affectlab.train.checkpoint import load_model
+    from affectlab.runtime.hub import load_model
 
     if out is None:
         raise ConfigError("explain needs an output folder (--out DIR)")

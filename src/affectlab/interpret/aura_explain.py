@@ -465,7 +465,7 @@ def explain_aura(
     method : Aura
         The loaded model.
     info : mapping
-        What :func:`affectlab.train.checkpoint.load_model` returned beside it.
+        What :func:`affectlab.runtime.hub.load_model` returned beside it.
     data : str or FeatureDataset
         ``features:FEAT.zarr`` (or a dataset spec, extracted with the model's backbone
         into ``out/features.zarr``).

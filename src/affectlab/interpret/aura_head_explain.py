@@ -28,7 +28,7 @@ def explain_aura_head(method, info: Mapping[str, Any], data, out: Path, *, batch
     from affectlab.features.backbones import Preprocessing
     from affectlab.features.cache import extract_features
     from affectlab.features.dataset import FeatureDataset, is_feature_spec, open_features
-    from affectlab.features.run_backbone import RunBackbone
+    from affectlab.runtime.run_backbone import RunBackbone
     from affectlab.interpret.aura_explain import explain_aura
     from affectlab.methods.aura_head import image_encoder
 

@@ -194,7 +194,7 @@ def evaluation_plots(result, folder: str | os.PathLike, *, label: str = "model")
     Parameters
     ----------
     result : EvaluationResult
-        From :func:`affectlab.train.engine.evaluate`.
+        From :func:`affectlab.evaluate.engine.evaluate`.
     folder : str or Path
         Output folder (created).
     label : str

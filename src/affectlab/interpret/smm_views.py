@@ -38,17 +38,19 @@ def _collect(method, info, data, batch_size: int, max_samples: int, seed: int, p
     from torch.utils.data import DataLoader
 
     from affectlab.data.batch import collate
-    from affectlab.train.engine import _name, _open, _set_transform, image_transform, shared_label_space
+    from affectlab.data.transforms import preprocessing_transform
+    from affectlab.evaluate.engine import shared_label_space
+    from affectlab.runtime.data import dataset_name, open_dataset, set_transform
 
-    ds = _open(data, "--data")
+    ds = open_dataset(data, "--data")
     if len(ds) == 0:
-        raise DatasetError(f"{_name(ds)} is empty")
+        raise DatasetError(f"{dataset_name(ds)} is empty")
     space = shared_label_space(info["label_space"], ds.label_space)
     model_space = info["label_space"]
     # keep every descriptor of the model: unlabelled ones come back as missing (-1 / NaN)
     ds = ds.with_label_space(model_space) if hasattr(ds, "with_label_space") else ds
     if info.get("preprocessing") is not None:
-        _set_transform(ds, image_transform(info["preprocessing"], info.get("transform", {}).get("eval"), False))
+        set_transform(ds, preprocessing_transform(info["preprocessing"], info.get("transform", {}).get("eval"), False))
     n = len(ds)
     if n > max_samples:
         keep = np.sort(np.random.default_rng(seed).choice(n, max_samples, replace=False))
@@ -75,7 +77,7 @@ def _collect(method, info, data, batch_size: int, max_samples: int, seed: int, p
                 if key in batch:
                     parts.setdefault(f"{key}_true", []).append(batch[key].numpy())
     if not parts:
-        raise DatasetError(f"{_name(ds)}: no readable sample")
+        raise DatasetError(f"{dataset_name(ds)}: no readable sample")
     arrays = {k: np.concatenate(v) for k, v in parts.items()}
     arrays["_shared_tasks"] = np.array(space.tasks)
     return arrays
@@ -252,7 +254,7 @@ def explain_smm(
     ----------
     method : SMMMethod
     info : dict
-        From :func:`affectlab.train.checkpoint.load_model`.
+        From :func:`affectlab.runtime.hub.load_model`.
     data : str or dataset
         Image data; labels colour the views (unlabelled samples are grey).
     out : Path

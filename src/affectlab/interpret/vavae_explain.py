@@ -84,14 +84,15 @@ def _model_label(method, info: Mapping[str, Any]) -> str:
 
 def _open_dataset(data, info: Mapping[str, Any]):
     from affectlab.data.datasets import load_dataset
-    from affectlab.train.engine import _set_transform, image_transform
+    from affectlab.data.transforms import preprocessing_transform
+    from affectlab.runtime.data import set_transform
 
     ds = load_dataset(data) if isinstance(data, (str, os.PathLike)) else data
     if len(ds) == 0:
         raise DatasetError(f"{data}: no samples to explain")
     pre = info.get("preprocessing")
     if pre is not None:
-        _set_transform(ds, image_transform(pre, None, False))
+        set_transform(ds, preprocessing_transform(pre, None, False))
     return ds
 
 
@@ -468,7 +469,7 @@ def explain_vavae(
     Parameters
     ----------
     method : VAVAEMethod
-        The model (from :func:`affectlab.train.checkpoint.load_model`).
+        The model (from :func:`affectlab.runtime.hub.load_model`).
     info : mapping
         Its info dict (``preprocessing``, ``path``).
     data : str or dataset
@@ -498,7 +499,7 @@ def explain_vavae(
     ModelError
         A model (or ``compare`` run) that is not a VA-VAE.
     """
-    from affectlab.train.checkpoint import load_model
+    from affectlab.runtime.hub import load_model
 
     _check_vae(method, f"the model {info.get('path', '')}".strip())
     if not (0.0 < float(fit_fraction) < 1.0):

@@ -3,7 +3,7 @@
 AURA (:mod:`affectlab.methods.aura`) trains on cached backbone features. Once such a
 head has been trained on the features of an image model's own encoder (``affectlab
 extract ... --backbone run:MODEL``), the two can travel as one model file:
-:func:`affectlab.models.attach.attach_aura` (``affectlab models attach-aura``) writes a
+:func:`affectlab.interpret.attach.attach_aura` (``affectlab models attach-aura``) writes a
 model of method ``aura-head`` that runs the image model once per face, hands the
 encoder's global feature to the AURA head and reports, beside the image model's
 predictions, which archetype the face is nearest to and what the training faces of
@@ -81,7 +81,7 @@ class AuraHeadConfig(MethodConfig):
 def image_encoder(method) -> "torch.nn.Module":
     """The :class:`~affectlab.features.backbones.Backbone` of an image model (what ``run:`` extracts with)."""
     from affectlab.features.backbones import Backbone
-    from affectlab.features.run_backbone import _ENCODER_ATTRS
+    from affectlab.modelfile import ENCODER_ATTRS as _ENCODER_ATTRS
 
     for attr in _ENCODER_ATTRS:
         candidate = getattr(method, attr, None)
@@ -95,7 +95,7 @@ def image_encoder(method) -> "torch.nn.Module":
 
 def _without_weight_sources(config: Mapping[str, Any], cls) -> dict:
     # the saved state_dict holds every weight: never fetch or read the original ones
-    from affectlab.train.checkpoint import WEIGHT_SOURCE_KEYS
+    from affectlab.modelfile import WEIGHT_SOURCE_KEYS
 
     out = dict(config)
     for key, value in WEIGHT_SOURCE_KEYS.items():
@@ -130,7 +130,7 @@ class AuraHeadModel(Method):
 
     Notes
     -----
-    Build one with :func:`affectlab.models.attach.attach_aura`; this class only
+    Build one with :func:`affectlab.interpret.attach.attach_aura`; this class only
     rebuilds it from a model file. ``loss`` is the loss of the part whose predictions
     are output (the model is meant for inference: train the parts separately).
     """

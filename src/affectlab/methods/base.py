@@ -182,7 +182,7 @@ def _import_builtin_methods() -> None:
             if exc.name != f"affectlab.methods.{mod}":
                 raise
     # imported third-party models (ONNX) are methods too, so model files holding them load
-    importlib.import_module("affectlab.models.onnx_model")
+    importlib.import_module("affectlab.methods.onnx_model")
 
 
 def available_methods(trainable_only: bool = True) -> list[str]:

@@ -271,7 +271,7 @@ class CageMethod(Method):
         ModelError
             Unreadable file, a different backbone, or no weight in common.
         """
-        from affectlab.train.checkpoint import read_payload
+        from affectlab.modelfile import read_payload
 
         payload = read_payload(path)
         state = payload["state_dict"]

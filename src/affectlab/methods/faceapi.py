@@ -415,7 +415,7 @@ def load_faceapi_expression(bin_path, manifest_path, *, source: str = "", sha256
     Returns
     -------
     FaceApiExpression
-        Ready for :meth:`affectlab.predictor.Predictor.from_method` (its ``preprocessing``
+        Ready for :meth:`affectlab.runtime.predictor.Predictor.from_method` (its ``preprocessing``
         attribute gives face-api's input normalisation).
 
     Raises

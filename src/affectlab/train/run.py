@@ -3,7 +3,7 @@
 ::
 
     RUN/config.yaml    the full resolved TrainConfig
-    RUN/model.ckpt     best model, self-contained (affectlab.train.checkpoint)
+    RUN/model.ckpt     best model, self-contained (affectlab.modelfile)
     RUN/last.ckpt      Lightning's full checkpoint of the last epoch (for --resume)
     RUN/metrics.json   best validation metrics (DESIGN.md metric names)
     RUN/log.csv        one row per epoch: every loss term and metric
@@ -137,4 +137,8 @@ def check_resumable(run: str | os.PathLike) -> Path:
             "start it again)"
         )
     read_config(run)
+    from affectlab.modelfile import safe_load
+
+    # refuse a crafted file with affectlab's message before Lightning reads it
+    safe_load(last, "resumption checkpoint")
     return last

@@ -29,14 +29,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from affectlab.data.datasets import (
-    ReadResult,
-    SplitAbsent,
-    map_codes,
-    parser_error,
-    register_reader,
-    scale_va_column,
-)
+from affectlab.data.datasets import register_reader
+from affectlab.data.tables import ReadResult, SplitAbsent, map_codes, parser_error, scale_va_column
 from affectlab.data.readers.common import Problems, notice
 from affectlab.data.schema import ALL_EXPRESSIONS, AU_SETS, MISSING_AU, LabelSpace, au_name, native_expressions
 from affectlab.errors import ConfigError, DatasetError, LabelError

@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from affectlab.data.datasets import (
+from affectlab.data.datasets import register_reader
+from affectlab.data.tables import (
     ReadResult,
     SplitAbsent,
     canonical_table,
     map_codes,
     parser_error,
-    register_reader,
     scale_va_column,
 )
 from affectlab.data.readers.common import Problems, allow_outside, check_inside_root

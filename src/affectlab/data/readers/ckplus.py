@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from affectlab.data.datasets import ReadResult, canonical_table, parser_error, register_reader
+from affectlab.data.datasets import register_reader
+from affectlab.data.tables import ReadResult, canonical_table, parser_error
 from affectlab.data.readers.common import Problems, allow_outside, check_inside_root
 from affectlab.data.schema import ALL_EXPRESSIONS, LabelSpace, au_name, au_set, canonical_expression
 from affectlab.errors import DatasetError, LabelError

@@ -23,7 +23,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from affectlab.data.datasets import ReadResult, SplitAbsent, canonical_table, register_reader
+from affectlab.data.datasets import register_reader
+from affectlab.data.tables import ReadResult, SplitAbsent, canonical_table
 from affectlab.data.images import is_image_file
 from affectlab.data.schema import AU_SETS, LabelSpace, au_name, au_number, au_set
 from affectlab.errors import ConfigError, DatasetError, LabelError

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from affectlab.data.datasets import ReadResult, SplitAbsent, canonical_table, parser_error, register_reader
+from affectlab.data.datasets import register_reader
+from affectlab.data.tables import ReadResult, SplitAbsent, canonical_table, parser_error
 from affectlab.data.readers.common import Problems, allow_outside, check_inside_root
 from affectlab.data.schema import EMOTIC_CATEGORIES, LabelSpace, scale_va
 from affectlab.errors import DatasetError, LabelError

@@ -18,14 +18,8 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from affectlab.data.datasets import (
-    ReadResult,
-    SplitAbsent,
-    canonical_table,
-    map_codes,
-    parser_error,
-    register_reader,
-)
+from affectlab.data.datasets import register_reader
+from affectlab.data.tables import ReadResult, SplitAbsent, canonical_table, map_codes, parser_error
 from affectlab.data.readers.common import Problems, notice, report_duplicates
 from affectlab.data.schema import ALL_EXPRESSIONS, LabelSpace, native_expressions
 from affectlab.errors import ConfigError, DatasetError

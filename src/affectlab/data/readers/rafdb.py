@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from affectlab.data.datasets import ReadResult, SplitAbsent, canonical_table, register_reader
+from affectlab.data.datasets import register_reader
+from affectlab.data.tables import ReadResult, SplitAbsent, canonical_table
 from affectlab.data.readers.common import Problems, allow_outside, check_inside_root
 from affectlab.data.schema import ALL_EXPRESSIONS, LabelSpace, expression_from_code, native_expressions
 from affectlab.errors import DatasetError, LabelError

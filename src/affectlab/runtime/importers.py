@@ -16,7 +16,7 @@ expression models trained on AffectNet as ONNX graphs: input ``input``, float32
 order Anger, Contempt, Disgust, Fear, Happiness, Neutral, Sadness, Surprise (``*_7``
 models drop Contempt), and for ``*_mtl`` models two more columns, valence and arousal.
 An imported model is a self-contained affectlab model file under
-:func:`affectlab.models.models_home`; the class order is mapped by name onto
+:func:`affectlab.runtime.hub.models_home`; the class order is mapped by name onto
 affectlab's canonical order. Upstream resizes with OpenCV's plain bilinear filter;
 affectlab's preprocessing uses antialiased bilinear resizing, which differs only when
 a crop is shrunk a lot.
@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from affectlab.errors import ConfigError, ModelError
-from affectlab.models import INFO_FILE, MODEL_FILE, imported_models, models_home, slug
+from affectlab.runtime.hub import INFO_FILE, MODEL_FILE, imported_models, models_home, slug
 
 #: Where EmotiEffLib's ONNX graphs are published (``{name}`` is the model name).
 EMOTIEFFLIB_URL = (
@@ -208,8 +208,8 @@ def import_emotiefflib(
         source = str(path.resolve())
     input_name = _check_onnx(data, spec, str(file or source))
 
-    from affectlab.models.onnx_model import OnnxModel
-    from affectlab.train.checkpoint import save_model
+    from affectlab.methods.onnx_model import OnnxModel
+    from affectlab.modelfile import save_model
 
     method = OnnxModel.from_onnx(data, spec["classes"], va_outputs=spec["va"], input_name=input_name, source=source)
     preprocessing = {"input_size": spec["input_size"], "interpolation": "bilinear", **_IMAGENET}
@@ -234,7 +234,7 @@ def import_clip(arch: str, file: str | os.PathLike | None = None, *, force: bool
     """Register a local open_clip checkpoint for the ``clip:<arch>`` backbone.
 
     The file is loaded into the architecture once (:func:`affectlab.features.backbones.create_backbone`)
-    to fail early on a mismatch, then copied under :func:`affectlab.models.models_home`.
+    to fail early on a mismatch, then copied under :func:`affectlab.runtime.hub.models_home`.
     Nothing is downloaded: ``file`` is required.
     """
     if file is None:
@@ -336,7 +336,7 @@ def import_faceapi(name: str, file: str | os.PathLike | None = None, *, force: b
     sha = file_sha256(weights)
     method = load_faceapi_expression(weights, manifest, source=source, sha256=sha)
 
-    from affectlab.train.checkpoint import save_model
+    from affectlab.modelfile import save_model
 
     classes = [e for e in method.label_space.expressions]
     info = {

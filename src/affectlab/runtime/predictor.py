@@ -2,86 +2,29 @@
 
 ::
 
-    from affectlab.predictor import Predictor
+    from affectlab import Predictor
     pred = Predictor.load("runs/baseline")          # a run directory or a model.ckpt
     out = pred.predict(crops)                        # list of HxWx3 uint8 RGB face crops
     out["expr_prob"], out["va"], out["au_prob"]      # numpy arrays, one row per crop
     table = pred.predict_table(crops)                # expr_<name>, expression, valence, arousal, AU<k>
 
 Images are resized and normalised with the preprocessing stored in the model file
-through :func:`affectlab.data.transforms.build_transform` (the ``eval`` pipeline), the
+through :func:`affectlab.data.transforms.preprocessing_transform` (the ``eval`` pipeline), the
 same code the training engine uses for validation, so training and inference see
 identical inputs. Gray images are replicated to three channels, RGBA loses its alpha.
 
-Packaged models (shipped or cached weights addressed by a name, such as the default
-model for real faces) plug in with :func:`register_packaged_model`.
+Models are named as in :func:`affectlab.runtime.hub.resolve_model` (a packaged or
+imported name, a run directory or a model file).
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from affectlab.errors import ConfigError, ModelError
-
-# name -> function returning the path of its model file (may locate or unpack it)
-_PACKAGED: dict[str, Callable[[], str | os.PathLike]] = {}
-
-
-def register_packaged_model(name: str, path_fn: Callable[[], str | os.PathLike]) -> None:
-    """Make ``Predictor.load(name)`` resolve ``name`` to the model file ``path_fn()`` returns.
-
-    Parameters
-    ----------
-    name : str
-        Short name users pass as ``--model`` (e.g. ``"default"``).
-    path_fn : callable
-        Called on load (not on registration), so locating or unpacking the weights
-        costs nothing until the model is used. Returns a run directory or model file.
-    """
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError("a packaged model needs a non-empty name")
-    if not callable(path_fn):
-        raise TypeError(f"path_fn must be callable, got {type(path_fn).__name__}")
-    _PACKAGED[name.strip()] = path_fn
-
-
-def _discover_packaged() -> None:
-    """Register the models shipped with affectlab and those the user imported (cheap, idempotent)."""
-    from affectlab.models import register_all
-
-    register_all()
-
-
-def available_packaged_models() -> list[str]:
-    """Names accepted by :meth:`Predictor.load` besides paths."""
-    _discover_packaged()
-    return sorted(_PACKAGED)
-
-
-def packaged_model_path(name: str) -> str | os.PathLike | None:
-    """The model file of packaged or imported model ``name``, or None if there is none."""
-    _discover_packaged()
-    if isinstance(name, str) and name.strip() in _PACKAGED:
-        return _PACKAGED[name.strip()]()
-    return None
-
-
-def _resolve_model(model: str | os.PathLike) -> str | os.PathLike:
-    if isinstance(model, (str, os.PathLike)) and Path(model).exists():
-        return model
-    packaged = packaged_model_path(model) if isinstance(model, str) else None
-    if packaged is not None:
-        return packaged
-    packaged = ", ".join(available_packaged_models()) or "none registered"
-    raise ModelError(
-        f"model {str(model)!r} is neither an existing run directory / model file nor a packaged model "
-        f"(packaged models: {packaged})"
-    )
-
 
 def _fused_copy(method):
     """An eval-mode copy of ``method`` with Conv2d + BatchNorm2d pairs folded together."""
@@ -148,7 +91,7 @@ class Predictor:
     device : str or torch.device
         Where the model runs (``"cpu"``, ``"cuda"``).
     info : dict, optional
-        What :func:`affectlab.train.checkpoint.load_model` returned about the model.
+        What :func:`affectlab.runtime.hub.load_model` returned about the model.
     fuse : bool
         Run an inference copy of the model in which every convolution directly followed
         by a batch norm (inside an ``nn.Sequential``) is folded into one convolution:
@@ -204,9 +147,9 @@ class Predictor:
         ModelError
             If the model cannot be found or loaded.
         """
-        from affectlab.train.checkpoint import load_model
+        from affectlab.runtime.hub import load_model
 
-        method, info = load_model(_resolve_model(model))
+        method, info = load_model(model)
         return cls(method, info.get("preprocessing"), batch_size=batch_size, device=device, info=info)
 
     @classmethod
@@ -222,15 +165,9 @@ class Predictor:
 
     @staticmethod
     def _build_transform(pre):
-        from affectlab.data.transforms import NORMALIZATIONS, build_transform
+        from affectlab.data.transforms import preprocessing_transform
 
-        if pre.normalize in NORMALIZATIONS:
-            return build_transform("eval", pre.input_size, pre.normalize, train=False), None
-        # a custom mean/std (some timm models): the same resize, then normalise here
-        import torch
-
-        stats = (torch.tensor(pre.mean).view(1, 3, 1, 1), torch.tensor(pre.std).view(1, 3, 1, 1))
-        return build_transform("eval", pre.input_size, "none", train=False), stats
+        return preprocessing_transform(pre, "eval", train=False)
 
     @property
     def extra_columns(self) -> dict[str, str]:
@@ -259,7 +196,7 @@ class Predictor:
                 "this model works on cached backbone features, not images; use predict_features "
                 "(or extract features first with 'affectlab extract')"
             )
-        pipeline, stats = self._transform
+        pipeline = self._transform
         arrays = []
         for i, im in enumerate(_as_image_list(images)):
             try:
@@ -278,8 +215,6 @@ class Predictor:
                 torch.from_numpy(np.stack([arrays[i] for i in idx])).permute(0, 3, 1, 2).contiguous()
             )
             out[idx] = pipeline.pipeline(stack).as_subclass(torch.Tensor)
-        if stats is not None:
-            out = (out - stats[0]) / stats[1]
         return out
 
     # -- prediction ----------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 The ONNX graph travels inside the affectlab model file: its bytes are a ``uint8``
 buffer of the module, so an imported model is one ordinary ``model.ckpt`` that
-:func:`affectlab.train.checkpoint.load_model`, :class:`affectlab.predictor.Predictor`,
+:func:`affectlab.runtime.hub.load_model`, :class:`affectlab.runtime.predictor.Predictor`,
 ``affectlab analyze``, ``evaluate`` and ``explain`` load like any trained run.
 Inference runs in onnxruntime on the CPU.
 

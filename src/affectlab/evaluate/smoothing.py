@@ -89,9 +89,10 @@ def store_smoothing(model, record: Mapping[str, Any]) -> list[Path]:
     """
     import torch
 
-    from affectlab.train.checkpoint import read_payload, resolve_model_path
+    from affectlab.modelfile import read_payload
+    from affectlab.runtime.hub import resolve_model
 
-    path = resolve_model_path(model)
+    path = resolve_model(model)
     payload = read_payload(path)
     train = dict(payload.get("train") or {})
     train["smoothing"] = json.loads(json.dumps(record))
@@ -108,7 +109,7 @@ def store_smoothing(model, record: Mapping[str, Any]) -> list[Path]:
 
 
 class EvalSmoother:
-    """Collects what :func:`affectlab.train.engine.evaluate` needs and smooths it.
+    """Collects what :func:`affectlab.evaluate.engine.evaluate` needs and smooths it.
 
     Parameters
     ----------

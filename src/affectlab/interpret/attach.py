@@ -31,12 +31,12 @@ _PREDICT = ("base", "aura")
 
 
 def _load(model, what: str):
-    from affectlab.predictor import _resolve_model
-    from affectlab.train.checkpoint import load_model
+    from affectlab.runtime.hub import resolve_model
+    from affectlab.runtime.hub import load_model
 
     if not isinstance(model, (str, os.PathLike)):
         raise ConfigError(f"{what} must be a run directory, a model file or a packaged model name, got {type(model).__name__}")
-    return load_model(_resolve_model(model))
+    return load_model(resolve_model(model))
 
 
 def _members_spec(members, head_info) -> str:
@@ -136,7 +136,7 @@ def attach_aura(
     """
     from affectlab.features.dataset import FeatureDataset, open_features
     from affectlab.methods.aura_head import AuraHeadModel, image_encoder
-    from affectlab.train.checkpoint import save_model
+    from affectlab.modelfile import save_model
 
     if predict not in _PREDICT:
         raise ConfigError(f"predict must be one of {', '.join(_PREDICT)}, got {predict!r}")

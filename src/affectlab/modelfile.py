@@ -1,7 +1,16 @@
-"""Self-contained model files (``RUN/model.ckpt``): save and rebuild a trained method.
+"""The model file format (``RUN/model.ckpt``) and the one safe way to read it.
 
-A model file is a ``torch.save`` of a plain dict (no pickled classes, so it loads with
-``torch.load(weights_only=True)``):
+A model file is **data**: a ``torch.save`` of a plain dict of tensors, numbers, strings,
+lists and dicts. It is read with ``torch.load(weights_only=True)`` only; a file that
+would need unpickling of anything else (a class, a function: the way a crafted pickle
+runs code) is refused with an :class:`~affectlab.errors.UnsafeModelError` naming the
+file and the object it asks for. There is no fallback to a full unpickle.
+
+This module sits at the bottom of the layers (it needs only torch and
+:mod:`affectlab.errors`), so methods (``init_from``), backbones (weight files) and the
+runtime share it. Rebuilding a method from a file is :func:`affectlab.runtime.hub.load_model`.
+
+Keys:
 
 ``format``, ``format_version``
     ``"affectlab-model"``, 1.
@@ -26,6 +35,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -33,7 +43,7 @@ import numpy as np
 import torch
 
 from affectlab import __version__
-from affectlab.errors import ModelError
+from affectlab.errors import ModelError, UnsafeModelError
 
 FORMAT = "affectlab-model"
 FORMAT_VERSION = 1
@@ -43,6 +53,8 @@ MODEL_FILE = "model.ckpt"
 #: ask for downloads. The saved ``state_dict`` already holds every weight, so rebuilding
 #: ignores them.
 WEIGHT_SOURCE_KEYS = {"weights": None, "backbone_weights": None, "pretrained": False, "init_from": None}
+#: Attributes of a method holding its image encoder (what ``run:RUN`` backbones extract with).
+ENCODER_ATTRS = ("backbone", "encoder")
 
 
 def _plain(value: Any) -> Any:
@@ -97,30 +109,60 @@ def save_model(path: str | os.PathLike, method, **kwargs) -> Path:
     return path
 
 
-def resolve_model_path(path: str | os.PathLike) -> Path:
-    """``RUN`` (a run directory) -> ``RUN/model.ckpt``; a file stays as is; a packaged
-    model name (``affectlab-base``, an imported model) -> its model file.
+def safe_load(path: str | os.PathLike, what: str = "model file") -> Any:
+    """``torch.load(path, weights_only=True)`` with affectlab's one-line errors.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file to read.
+    what : str
+        What the file is, for the message (``"model file"``, ``"backbone weights"``).
+
+    Raises
+    ------
+    UnsafeModelError
+        The file needs unpickling of a class or function (it could run code); nothing
+        from it is executed.
+    ModelError
+        The file is missing, truncated or not a torch file.
+    """
+    p = Path(path)
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        obj = f" ({found.group(1)})" if found else ""
+        raise UnsafeModelError(
+            f"{p}: refused to load this {what}: it asks to unpickle a Python object{obj}, which could run code; "
+            "affectlab reads model files as data (tensors, numbers, strings) only"
+        ) from None
+    except FileNotFoundError:
+        raise ModelError(f"{what} {str(p)!r} does not exist") from None
+    except Exception as exc:  # noqa: BLE001 - a corrupt or foreign file is one user error
+        raise ModelError(f"{p}: not a readable {what} ({type(exc).__name__}: {exc})") from None
+
+
+def model_file(path: str | os.PathLike) -> Path:
+    """``RUN`` (a run directory) -> ``RUN/model.ckpt``; a file stays as it is.
+
+    Names of packaged or imported models are resolved by
+    :func:`affectlab.runtime.hub.resolve_model`, not here.
 
     Raises
     ------
     ModelError
         If the path does not exist or the directory holds no model file.
     """
-    p = Path(path)
-    if not p.exists() and isinstance(path, str):
-        from affectlab.predictor import packaged_model_path
-
-        packaged = packaged_model_path(path)
-        if packaged is not None:
-            p = Path(packaged)
+    p = Path(path).expanduser()
     if p.is_dir():
-        p = p / MODEL_FILE
-        if not p.is_file():
+        f = p / MODEL_FILE
+        if not f.is_file():
             raise ModelError(
                 f"{str(path)!r} is a directory without {MODEL_FILE}; pass a run directory written by "
                 "'affectlab train' or a model file"
             )
-        return p
+        return f
     if not p.is_file():
         raise ModelError(
             f"model {str(path)!r} does not exist (expected a run directory, a .ckpt model file or a packaged "
@@ -130,19 +172,17 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
 
 
 def read_payload(path: str | os.PathLike) -> dict[str, Any]:
-    """The raw dict of a model file, validated."""
-    p = resolve_model_path(path)
-    try:
-        payload = torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # extra_state of a third-party method may hold objects the safe loader refuses;
-        # the user pointed at this file explicitly.
-        try:
-            payload = torch.load(p, map_location="cpu", weights_only=False)
-        except Exception as exc:  # corrupt file
-            raise ModelError(f"{p}: not a readable model file ({type(exc).__name__}: {exc})") from None
-    except Exception as exc:
-        raise ModelError(f"{p}: not a readable model file ({type(exc).__name__}: {exc})") from None
+    """The raw dict of a model file (or a run directory's ``model.ckpt``), validated.
+
+    Raises
+    ------
+    UnsafeModelError
+        The file would need unpickling (see :func:`safe_load`).
+    ModelError
+        Not an affectlab model file, or one written by a newer affectlab.
+    """
+    p = model_file(path)
+    payload = safe_load(p, "model file")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         hint = ""
         if isinstance(payload, dict) and "pytorch-lightning_version" in payload:
@@ -153,72 +193,3 @@ def read_payload(path: str | os.PathLike) -> dict[str, Any]:
             f"{p} was written by a newer affectlab (model format {payload['format_version']}); upgrade affectlab"
         )
     return payload
-
-
-def build_method(payload: Mapping[str, Any]):
-    """Rebuild the method of a model payload and load its weights."""
-    from affectlab.data.schema import LabelSpace
-    from affectlab.methods.base import get_method_class
-
-    cls = get_method_class(payload["method"])
-    config = dict(payload.get("method_config") or {})
-    for key, value in WEIGHT_SOURCE_KEYS.items():
-        if key in cls.Config.model_fields and key in config:
-            config[key] = value
-    space = LabelSpace.from_dict(payload["label_space"])
-    method = cls(space, config)
-    state = payload["state_dict"]
-    missing, unexpected = method.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ModelError(
-            f"the weights do not match method {payload['method']!r}: missing {sorted(missing)[:5]}, "
-            f"unexpected {sorted(unexpected)[:5]} (was the model saved by another affectlab version?)"
-        )
-    method.load_extra_state(payload.get("extra_state") or {})
-    method.eval()
-    return method
-
-
-def load_model(path: str | os.PathLike):
-    """Load a trained model from a run directory or a model file.
-
-    Parameters
-    ----------
-    path : str or Path
-        ``RUN`` (reads ``RUN/model.ckpt``) or a model file.
-
-    Returns
-    -------
-    method : Method
-        The rebuilt method in eval mode, on the CPU.
-    info : dict
-        ``method``, ``method_config``, ``label_space`` (a :class:`LabelSpace`),
-        ``preprocessing`` (dict or None), ``transform``, ``train``, ``path``.
-
-    Raises
-    ------
-    ModelError
-        Missing file, not an affectlab model, or weights that do not fit the method.
-
-    Examples
-    --------
-    >>> method, info = load_model("runs/baseline")  # doctest: +SKIP
-    >>> info["label_space"].tasks  # doctest: +SKIP
-    ('expr', 'va', 'au')
-    """
-    from affectlab.data.schema import LabelSpace
-
-    p = resolve_model_path(path)
-    payload = read_payload(p)
-    method = build_method(payload)
-    info = {
-        "method": payload["method"],
-        "method_config": dict(payload.get("method_config") or {}),
-        "label_space": LabelSpace.from_dict(payload["label_space"]),
-        "preprocessing": payload.get("preprocessing"),
-        "transform": dict(payload.get("transform") or {}),
-        "train": dict(payload.get("train") or {}),
-        "path": str(p),
-        "affectlab_version": payload.get("affectlab_version"),
-    }
-    return method, info

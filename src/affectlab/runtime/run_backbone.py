@@ -15,8 +15,7 @@ import torch
 
 from affectlab.errors import ConfigError, ModelError
 from affectlab.features.backbones import Backbone, Preprocessing, register_backbone
-
-_ENCODER_ATTRS = ("backbone", "encoder")
+from affectlab.modelfile import ENCODER_ATTRS
 
 
 class RunBackbone(Backbone):
@@ -52,7 +51,7 @@ class RunBackbone(Backbone):
 @register_backbone("run:")
 def _run(path: str, *, pretrained: bool = False, weights=None, **kw) -> Backbone:
     """``run:RUN_DIR`` or ``run:MODEL.ckpt``: the encoder of a trained model."""
-    from affectlab.train.checkpoint import load_model
+    from affectlab.runtime.hub import load_model
 
     if pretrained or weights is not None:
         raise ConfigError("run:RUN_DIR backbones take their weights from the run; do not pass pretrained or weights")
@@ -60,7 +59,7 @@ def _run(path: str, *, pretrained: bool = False, weights=None, **kw) -> Backbone
         raise ConfigError(f"run:RUN_DIR backbones take no options, got {sorted(kw)}")
     method, info = load_model(Path(path).expanduser())
     encoder = None
-    for attr in _ENCODER_ATTRS:
+    for attr in ENCODER_ATTRS:
         candidate = getattr(method, attr, None)
         if isinstance(candidate, Backbone):
             encoder = candidate
