@@ -161,7 +161,7 @@ def main() -> None:
 
     import torch
 
-    from affectlab.interpret.cage_plots import plot_abs_error_curves
+    from affectlab.evaluate.plots import plot_abs_error_curves
     from affectlab.evaluate.engine import run_evaluation
     from affectlab.train.engine import run_training
 

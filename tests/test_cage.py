@@ -19,7 +19,7 @@ from affectlab.cli import main
 from affectlab.data.schema import EMOTIC_CATEGORIES, LabelSpace
 from affectlab.data.synth import generate, sample_batch
 from affectlab.errors import ConfigError, ModelError
-from affectlab.interpret.cage_plots import cumulative_abs_error, plot_abs_error_curves
+from affectlab.evaluate.plots import cumulative_abs_error, plot_abs_error_curves
 from affectlab.methods.base import create_method
 from affectlab.modelfile import save_model
 from affectlab.runtime.hub import load_model

@@ -280,7 +280,7 @@ def test_evaluate_smooth_auto_stores_mu_in_the_run(clip_run, tmp_path):
 
 def test_smoothing_errors(clip_run, tmp_path):
     from affectlab.evaluate.engine import evaluate
-    from affectlab.evaluate.smoothing import parse_smooth
+    from affectlab.temporal import parse_smooth
 
     run, spec, labels = clip_run
     assert parse_smooth("expr=9,va=9,au=7") == {"expr": 9.0, "va": 9.0, "au": 7.0}

@@ -98,7 +98,7 @@ def analyze_cmd(
     every: int = typer.Option(1, "--every", min=1, help="Analyse one video frame in N."),
     start: Optional[float] = typer.Option(None, "--start", min=0, help="Start time in seconds (videos)."),
     end: Optional[float] = typer.Option(None, "--end", min=0, help="End time in seconds (videos)."),
-    smooth: Optional[str] = typer.Option(None, "--smooth", help="Temporal smoothing mu >= 0 per face track, or 'auto'."),
+    smooth: Optional[str] = typer.Option(None, "--smooth", help="Temporal smoothing per face track: MU >= 0, expr=9,va=9,au=7, or auto (the mu stored with the model)."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Face crops per forward pass."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="PyTorch threads (1 is often fastest on a busy CPU)."),
@@ -213,11 +213,9 @@ def _analyze_corpus(inputs, model, out, *, engine, address, workers, unsupported
                           "input into --out DIR and continues by itself when run again")
     if out is None:
         raise ConfigError("--engine needs --out DIR: the folder of the per-input tables and index.csv")
-    if smooth is not None and str(smooth).strip().lower() != "auto":
-        try:
-            smooth = float(smooth)
-        except ValueError:
-            raise ConfigError(f"--smooth must be a number >= 0 or 'auto', got {smooth!r}") from None
+    from affectlab.temporal import parse_smooth
+
+    smooth = parse_smooth(smooth)
     result = run_corpus(inputs, out, engine=engine, model=model, address=address, workers=workers, smooth=smooth,
                         threads=threads or 1, **options)
     s = result.summary()

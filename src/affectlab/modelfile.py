@@ -132,7 +132,9 @@ def safe_load(path: str | os.PathLike, what: str = "model file") -> Any:
         return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        obj = f" ({found.group(1)})" if found else ""
+        if found is None:  # a truncated or foreign file: nothing asked to be unpickled
+            raise ModelError(f"cannot read {what} {str(p)!r}: not a file written by torch.save") from None
+        obj = f" ({found.group(1)})"
         raise UnsafeModelError(
             f"{p}: refused to load this {what}: it asks to unpickle a Python object{obj}, which could run code; "
             "affectlab reads model files as data (tensors, numbers, strings) only"
@@ -140,7 +142,7 @@ def safe_load(path: str | os.PathLike, what: str = "model file") -> Any:
     except FileNotFoundError:
         raise ModelError(f"{what} {str(p)!r} does not exist") from None
     except Exception as exc:  # noqa: BLE001 - a corrupt or foreign file is one user error
-        raise ModelError(f"{p}: not a readable {what} ({type(exc).__name__}: {exc})") from None
+        raise ModelError(f"cannot read {what} {str(p)!r} ({type(exc).__name__}: {exc})") from None
 
 
 def model_file(path: str | os.PathLike) -> Path:

@@ -27,12 +27,62 @@ import numpy as np
 
 from affectlab.errors import ConfigError, check_nonnegative
 
+#: The tasks smoothing applies to.
+TASKS = ("expr", "va", "au")
+
 #: The paper's search region for mu.
 DEFAULT_MUS: tuple[int, ...] = tuple(range(11))
 
 
 def _check_mu(mu) -> float:
     return check_nonnegative(mu, "smoothing mu")
+
+
+def parse_smooth(value) -> str | dict[str, float] | None:
+    """Normalise a ``--smooth`` value: the one grammar of ``analyze`` and ``evaluate``.
+
+    ``MU`` (every task), ``expr=9,va=9,au=7`` (per task; tasks left out are not smoothed),
+    a mapping task -> mu, ``"auto"`` or ``"stored"``. ``evaluate`` searches mu for
+    ``auto`` and reuses the stored one for ``stored``; ``analyze`` has no labels to search
+    with, so for it both mean the mu stored with the model.
+
+    Returns ``None``, ``"auto"``, ``"stored"`` or a mapping task -> mu.
+
+    Raises
+    ------
+    ConfigError
+        For anything else, naming the value.
+    """
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        items = dict(value)
+    else:
+        text = str(value).strip().lower()
+        if text in ("auto", "stored"):
+            return text
+        if "=" in text:
+            items = {}
+            for part in text.split(","):
+                key, sep, mu = part.partition("=")
+                if not sep:
+                    raise ConfigError(f"--smooth: expected task=mu pairs such as expr=9,va=9,au=7, got {value!r}")
+                items[key.strip()] = mu.strip()
+        else:
+            items = {t: text for t in TASKS}
+    unknown = sorted(set(items) - set(TASKS))
+    if unknown:
+        raise ConfigError(f"--smooth: unknown task(s) {unknown}; expected expr, va, au")
+    out = {}
+    for task, mu in items.items():
+        try:
+            out[task] = float(_check_mu(mu))
+        except ConfigError:
+            raise ConfigError(
+                f"--smooth must be a number >= 0, 'auto', 'stored' or task=mu pairs (expr=9,va=9,au=7); "
+                f"got {value!r}"
+            ) from None
+    return out
 
 
 def _smooth_block(x: np.ndarray, mu: float) -> np.ndarray:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from affectlab.analyze.pipeline import Analyzer, OutputError, RunStats, smoothing_spec
+from affectlab.temporal import parse_smooth
 from affectlab.analyze.table import AffectTable
 from affectlab.errors import ConfigError, ModelError
 from affectlab.perception.landmarks import MIN_ROI
@@ -185,7 +186,7 @@ def analyze(
     predictor = load_predictor(model, device=device, batch_size=batch_size)
     info = dict(getattr(predictor, "info", {}) or {})
     mu = smoothing_spec(smooth, info)
-    if isinstance(smooth, str) and smooth.strip().lower() == "auto" and mu is None:
+    if parse_smooth(smooth) in ("auto", "stored") and mu is None:
         warnings.warn(
             f"smooth 'auto': the model {info.get('path') or info.get('name') or 'given'} stores no smoothing mu "
             "(`affectlab evaluate --smooth auto` stores one); predictions are NOT smoothed -- pass a number to smooth",
@@ -353,9 +354,7 @@ def run_cli(inputs, model, *, out, video_out, report, detector, every, start, en
         if not any(media_kind(p) == "video" for p in expand_inputs(inputs)):
             raise ConfigError(f"--video-out {video_out}: no video among the inputs, so nothing would be written "
                               "(annotated videos are made of videos); add --out FILE.csv or --report DIR for images")
-    smooth_value = None
-    if smooth is not None:
-        smooth_value = smooth if str(smooth).strip().lower() == "auto" else _parse_mu(smooth)
+    smooth_value = parse_smooth(smooth)  # refused before any file is opened
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the CLI prints failures itself
         warnings.simplefilter("always", AnalyzeNotice)
@@ -370,10 +369,3 @@ def run_cli(inputs, model, *, out, video_out, report, detector, every, start, en
                         device=device, threads=threads, keep=False, resume=resume, landmarks=landmarks,
                         blendshapes=blendshapes, mesh=mesh)
     return table
-
-
-def _parse_mu(text) -> float:
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        raise ConfigError(f"--smooth must be a number >= 0 or 'auto', got {text!r}") from None

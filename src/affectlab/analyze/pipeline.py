@@ -24,7 +24,7 @@ from affectlab.analyze.inputs import Frame, MediaError, count_frames, iter_frame
 from affectlab.analyze.table import register_column_dtypes, table_columns
 from affectlab.analyze.tracking import IoUTracker
 from affectlab.errors import AffectlabError, ConfigError
-from affectlab.temporal import OnlineSmoother
+from affectlab.temporal import OnlineSmoother, parse_smooth
 
 STAGES = ("decode", "detect", "landmarks", "crop", "model", "table", "write")
 
@@ -99,36 +99,23 @@ class Sink:
 
 
 def smoothing_spec(mu, info: Mapping | None = None) -> dict[str, float] | None:
-    """Normalise a smoothing request into ``{task: mu}`` for ``expr``, ``va`` and ``au``.
+    """A smoothing request as ``{task: mu}``, in the grammar of :func:`affectlab.temporal.parse_smooth`.
 
-    ``mu`` is ``None`` (no smoothing), a number (every task), a mapping task -> mu, or
-    ``"auto"``: the mapping stored with the model (``info["smoothing"]``, or the
-    ``smoothing`` entry of the run's ``train`` section, as written by
-    ``evaluate --smooth``); ``None`` when the model has none.
+    ``mu`` is ``None`` (no smoothing), a number (every task), ``"expr=9,va=9"`` or a mapping
+    task -> mu, or ``"auto"`` / ``"stored"``: the mapping stored with the model
+    (``info["smoothing"]``, or the ``smoothing`` entry of the run's ``train`` section, as
+    written by ``evaluate --smooth auto``); ``None`` when the model has none.
     """
-    if mu is None:
-        return None
-    if isinstance(mu, str) and mu.strip().lower() == "auto":
+    spec = parse_smooth(mu)
+    if isinstance(spec, str):
         info = dict(info or {})
         stored = info.get("smoothing") or dict(info.get("train") or {}).get("smoothing")
         if not stored:
             return None
-        mu = stored.get("mu", stored) if isinstance(stored, Mapping) else stored
-    if isinstance(mu, Mapping):
-        unknown = set(mu) - {"expr", "va", "au"}
-        if unknown:
-            raise ConfigError(f"smoothing tasks must be among expr, va, au; got {sorted(unknown)}")
-        out = {k: float(v) for k, v in mu.items()}
-    else:
-        try:
-            value = float(mu)
-        except (TypeError, ValueError):
-            raise ConfigError(f"smooth must be a number >= 0, 'auto' or a mapping task -> mu; got {mu!r}") from None
-        out = {"expr": value, "va": value, "au": value}
-    for k, v in out.items():
-        if not np.isfinite(v) or v < 0:
-            raise ConfigError(f"smoothing mu for {k} must be a finite number >= 0, got {v!r}")
-    return out
+        spec = parse_smooth(stored.get("mu", stored) if isinstance(stored, Mapping) else stored)
+        if isinstance(spec, str):
+            return None
+    return spec
 
 
 class Analyzer:

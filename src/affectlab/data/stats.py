@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from affectlab.data.schema import ALL_EXPRESSIONS, MISSING_AU, LabelSpace, au_name, sort_aus
+from affectlab.data.weights import au_pos_weight, class_weights, multilabel_pos_weight
 from affectlab.errors import DatasetError
 
 __all__ = [
@@ -291,11 +292,9 @@ def expression_class_weights(
 ) -> pd.Series:
     """Inverse-frequency class weights of a single-label table (CAGE table 4).
 
-    Computed by :func:`affectlab.losses.class_weights` from :func:`expression_counts`
+    Computed by :func:`affectlab.data.weights.class_weights` from :func:`expression_counts`
     over ``classes``; a class without samples gets weight 0.
     """
-    from affectlab import losses
-
     frame, space = _frame_and_space(data, label_space)
     counts = expression_counts(frame, _classes(frame, space, classes), multilabel=False)
     if counts.sum() == 0:
@@ -303,21 +302,19 @@ def expression_class_weights(
     with warnings.catch_warnings():
         # a class with no sample is already visible as a 0 in the counts
         warnings.simplefilter("ignore", RuntimeWarning)
-        w = losses.class_weights(counts.to_numpy(dtype=np.float64))
+        w = class_weights(counts.to_numpy(dtype=np.float64))
     return pd.Series(w.numpy().astype(np.float64), index=counts.index, name="weight")
 
 
 def au_positive_weights(data, aus: Sequence[str] | None = None, *, label_space: LabelSpace | None = None) -> pd.Series:
-    """AU positive weights, negatives / positives (SMM-EmotionNet eq. 4), via :func:`affectlab.losses.au_pos_weight`."""
-    from affectlab import losses
-
+    """AU positive weights, negatives / positives (SMM-EmotionNet eq. 4), via :func:`affectlab.data.weights.au_pos_weight`."""
     frame, space = _frame_and_space(data, label_space)
     names = _aus(frame, space, aus)
     if not names:
         return pd.Series([], dtype=np.float64, name="pos_weight")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        w = losses.au_pos_weight(_au_matrix(frame, names))
+        w = au_pos_weight(_au_matrix(frame, names))
     return pd.Series(w.numpy().astype(np.float64), index=pd.Index(names, name="au"), name="pos_weight")
 
 
@@ -428,11 +425,9 @@ def summarize(data, label_space: LabelSpace | None = None) -> LabelStats:
         stats.au_pos_weights = au_positive_weights(frame, space.aus)
     if len(stats.counts) and stats.counts.sum() > 0:
         if multilabel:
-            from affectlab import losses
-
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                w = losses.multilabel_pos_weight(expression_matrix(frame, classes))
+                w = multilabel_pos_weight(expression_matrix(frame, classes))
             stats.class_weights = pd.Series(w.numpy().astype(np.float64), index=pd.Index(classes, name="expression"),
                                             name="pos_weight")
             stats.cardinality = label_cardinality(frame, classes, multilabel=True)

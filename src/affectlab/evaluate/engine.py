@@ -346,7 +346,7 @@ def run_evaluation(
     prediction table (``.csv`` or ``.parquet``); ``plots`` (a folder) the expression
     confusion matrix ``confusion_matrix.png`` when ``per_class`` is set, and always the
     row-normalised confusion matrix and the cumulative absolute-error curves of
-    :func:`affectlab.interpret.cage_plots.evaluation_plots`.
+    :func:`affectlab.evaluate.plots.evaluation_plots`.
     """
     if isinstance(smooth, str) and smooth.strip().lower() == "auto" and not Path(model).exists():
         # a packaged model lives inside the installed package: storing mu there would be lost on upgrade
@@ -378,7 +378,7 @@ def run_evaluation(
         result.files["predictions"] = p
     if plots is not None:
         # Figure 9 (row-normalised confusion) and Figures 10-11 (cumulative |error|) of CAGE
-        from affectlab.interpret.cage_plots import evaluation_plots
+        from affectlab.evaluate.plots import evaluation_plots
 
         result.files.update(evaluation_plots(result, plots))
     if per_class and result.confusion is not None:
@@ -388,7 +388,7 @@ def run_evaluation(
             folder = Path(json_out).parent
         else:
             folder = Path(".")
-        from affectlab.interpret.cage_plots import plot_confusion_normalized
+        from affectlab.evaluate.plots import plot_confusion_normalized
 
         result.files["confusion"] = plot_confusion_normalized(
             result.confusion, result.label_space.expressions, folder / "confusion_matrix.png", title="expressions"

@@ -27,53 +27,10 @@ from typing import Any, Mapping
 import numpy as np
 
 from affectlab import temporal
+from affectlab.temporal import TASKS, parse_smooth
 from affectlab.errors import ConfigError
 
-TASKS = ("expr", "va", "au")
 SMOOTHING_FILE = "smoothing.json"
-
-
-def parse_smooth(value) -> str | dict[str, float] | None:
-    """Normalise a ``--smooth`` value.
-
-    Returns ``None``, ``"auto"``, ``"stored"`` or a mapping task -> mu (a number applies
-    to every task).
-
-    Raises
-    ------
-    ConfigError
-        For anything else, naming the value.
-    """
-    if value is None:
-        return None
-    if isinstance(value, Mapping):
-        items = dict(value)
-    else:
-        text = str(value).strip().lower()
-        if text in ("auto", "stored"):
-            return text
-        if "=" in text:
-            items = {}
-            for part in text.split(","):
-                key, sep, mu = part.partition("=")
-                if not sep:
-                    raise ConfigError(f"--smooth: expected task=mu pairs such as expr=9,va=9,au=7, got {value!r}")
-                items[key.strip()] = mu.strip()
-        else:
-            items = {t: text for t in TASKS}
-    unknown = sorted(set(items) - set(TASKS))
-    if unknown:
-        raise ConfigError(f"--smooth: unknown task(s) {unknown}; expected expr, va, au")
-    out = {}
-    for task, mu in items.items():
-        try:
-            out[task] = float(temporal._check_mu(mu))
-        except ConfigError:
-            raise ConfigError(
-                f"--smooth must be a number >= 0, 'auto', 'stored' or task=mu pairs (expr=9,va=9,au=7); "
-                f"got {value!r}"
-            ) from None
-    return out
 
 
 def stored_smoothing(info: Mapping[str, Any]) -> dict | None:
@@ -113,7 +70,7 @@ class EvalSmoother:
 
     Parameters
     ----------
-    spec : see :func:`parse_smooth`
+    spec : see :func:`affectlab.temporal.parse_smooth`
     method : Method
         The evaluated model (feature level needs ``smoothing_features`` and
         ``predict_from_features``).
