@@ -629,10 +629,9 @@ def _torchvision_pretrained_state(arch: str) -> tuple[dict, dict]:
             torch.hub.load_state_dict_from_url(url, progress=True, check_hash=True, weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any network or disk failure is the same user error
             raise ModelError(f"could not download torchvision's {enum} weights for {arch!r} ({exc}): {how}") from None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise ModelError(f"cannot read torchvision weights {str(path)!r} ({exc}); delete it and try again") from None
+    from affectlab.modelfile import safe_load
+
+    state = safe_load(path, "torchvision weights file (delete it and try again)")
     return state, weights_record(path, f"torchvision {enum}")
 
 
