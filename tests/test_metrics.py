@@ -390,6 +390,8 @@ def test_summarize_keys_values_and_json():
     assert set(out) == {
         "expr_acc", "expr_f1_macro", "expr_f1", "valence_ccc", "arousal_ccc", "va_ccc",
         "valence_rmse", "arousal_rmse", "valence_mae", "arousal_mae", "au_f1", "au_f1_mean",
+        "expr_precision_macro", "expr_recall_macro", "expr_precision_weighted", "expr_recall_weighted",
+        "expr_f1_weighted", "valence_mse", "arousal_mse", "va_mse", "va_mae", "va_rmse", "va_ccc_pooled",
     }
     assert list(out["expr_f1"]) == list(EXPRESSIONS)
     assert list(out["au_f1"]) == ["AU1", "AU12", "AU25"]
@@ -442,3 +444,54 @@ def test_summarize_names_classes_by_canonical_name_and_keeps_known_spellings():
     assert out["expr_f1"] == pytest.approx({"happiness": 2 / 3, "anger": 2 / 3})
     out = M.summarize(expr_true=y, expr_scores=s, expressions=["Anger", "Doubt/Confusion"])
     assert list(out["expr_f1"]) == ["Anger", "Doubt/Confusion"]
+
+
+
+# ------------------------------------------------- CAGE's table metrics (001, Tables 6 and 8)
+def test_weighted_and_macro_precision_recall_f1_match_sklearn():
+    rng = np.random.default_rng(11)
+    t = rng.integers(-1, 6, 300)
+    p = rng.integers(0, 6, 300)
+    p[:40] = 5  # an over-predicted class
+    res = M.precision_recall_f1(t, p, num_classes=7)  # class 6 never occurs: zero_division=0
+    keep = t >= 0
+    for avg in ("macro", "weighted"):
+        prec, rec, f1, _ = skm.precision_recall_fscore_support(
+            t[keep], p[keep], labels=list(range(7)), average=avg, zero_division=0
+        )
+        assert res[f"precision_{avg}"] == pytest.approx(prec, abs=TOL)
+        assert res[f"recall_{avg}"] == pytest.approx(rec, abs=TOL)
+        assert res[f"f1_{avg}"] == pytest.approx(f1, abs=TOL)
+    # the CAGE authors' evaluation: classification_report's "weighted avg"
+    report = skm.classification_report(t[keep], p[keep], labels=list(range(7)), output_dict=True, zero_division=0)
+    assert res["f1_weighted"] == pytest.approx(report["weighted avg"]["f1-score"], abs=TOL)
+    # one class only, predicted perfectly: everything is 1
+    single = M.precision_recall_f1(np.zeros(5, int), np.zeros(5, int))
+    assert single["precision_weighted"] == single["recall_weighted"] == single["f1_weighted"] == 1.0
+
+
+def test_pooled_ccc_and_mse_of_the_cage_code():
+    rng = np.random.default_rng(12)
+    t = np.stack([rng.normal(0.3, 0.4, 200), rng.normal(-0.2, 0.2, 200)], 1)
+    p = t + rng.normal(0, 0.2, t.shape)
+    t[::9, 1] = np.nan
+    keep = ~np.isnan(t)
+    long_t, long_p = t[keep], p[keep]
+    # by hand: one CCC over the concatenated columns, population moments
+    mt, mp = long_t.mean(), long_p.mean()
+    cov = np.mean((long_t - mt) * (long_p - mp))
+    hand = 2 * cov / (long_t.var() + long_p.var() + (mt - mp) ** 2)
+    assert M.ccc_pooled(t, p) == pytest.approx(hand, rel=1e-12)
+    assert M.ccc_pooled(t, p) != pytest.approx(np.mean(M.ccc(t, p)), abs=1e-3)  # not the mean CCC
+    assert M.mse_pooled(t, p) == pytest.approx(skm.mean_squared_error(long_t, long_p))
+    # constants: equal -> 1, different -> 0 (as for ccc); nothing labelled -> NaN with a warning
+    assert M.ccc_pooled(np.full((4, 2), 0.5), np.full((4, 2), 0.5)) == 1.0
+    assert M.ccc_pooled(np.full((4, 2), 0.5), np.full((4, 2), 0.2)) == 0.0
+    with pytest.warns(M.MissingLabelsWarning):
+        assert np.isnan(M.ccc_pooled(np.full((3, 2), np.nan), np.zeros((3, 2))))
+    out = M.summarize(va_true=t, va_pred=p)
+    assert out["va_ccc_pooled"] == pytest.approx(hand, rel=1e-12)
+    assert out["va_mse"] == pytest.approx(skm.mean_squared_error(long_t, long_p))
+    assert out["va_mae"] == pytest.approx(skm.mean_absolute_error(long_t, long_p))
+    assert out["va_rmse"] == pytest.approx(np.sqrt(out["va_mse"]))
+    assert out["arousal_mse"] == pytest.approx(skm.mean_squared_error(t[keep[:, 1], 1], p[keep[:, 1], 1]))

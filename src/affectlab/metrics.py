@@ -60,7 +60,9 @@ __all__ = [
     "precision_recall_f1",
     "confusion_matrix",
     "ccc",
+    "ccc_pooled",
     "mse",
+    "mse_pooled",
     "rmse",
     "mae",
     "explained_variance",
@@ -310,8 +312,10 @@ def precision_recall_f1(y_true, y_pred, *, num_classes: int | None = None, label
     dict
         ``labels`` (int array [C]), ``precision``, ``recall``, ``f1`` (float arrays [C]),
         ``support`` (int array [C], labelled samples per true class), and
-        ``precision_macro``, ``recall_macro``, ``f1_macro`` (floats; NaN with a
-        :class:`MissingLabelsWarning` when nothing is labelled).
+        ``precision_macro``, ``recall_macro``, ``f1_macro`` (unweighted means) and
+        ``precision_weighted``, ``recall_weighted``, ``f1_weighted`` (means weighted by
+        ``support``, scikit-learn's ``average="weighted"``); floats, NaN with a
+        :class:`MissingLabelsWarning` when nothing is labelled.
     """
     t = _int_labels(y_true, "y_true")
     p = _predicted_classes(y_pred, "y_pred", t.shape[0], num_classes)
@@ -335,6 +339,7 @@ def precision_recall_f1(y_true, y_pred, *, num_classes: int | None = None, label
     if t.size == 0:
         nan = _warn_missing("precision_recall_f1", "expression")
         out.update(precision_macro=nan, recall_macro=nan, f1_macro=nan)
+        out.update(precision_weighted=nan, recall_weighted=nan, f1_weighted=nan)
         out.update(precision=np.full(len(classes), np.nan), recall=np.full(len(classes), np.nan), f1=np.full(len(classes), np.nan))
         return out
     out.update(
@@ -342,6 +347,11 @@ def precision_recall_f1(y_true, y_pred, *, num_classes: int | None = None, label
         recall_macro=float(recall.mean()) if len(classes) else float("nan"),
         f1_macro=float(f1.mean()) if len(classes) else float("nan"),
     )
+    # support-weighted means (scikit-learn's average="weighted"; what the CAGE authors'
+    # evaluation prints as precision / recall / F1, from classification_report's "weighted avg")
+    total = true_pos.sum()
+    for name, values in (("precision", precision), ("recall", recall), ("f1", f1)):
+        out[f"{name}_weighted"] = float((values * true_pos).sum() / total) if total > 0 else 0.0
     return out
 
 
@@ -521,6 +531,47 @@ def ccc(y_true, y_pred):
     :class:`MissingLabelsWarning`) where no label is present.
     """
     return _per_column(y_true, y_pred, "ccc", _ccc_1d)
+
+
+def _pooled(y_true, y_pred, metric: str):
+    """The labelled entries of all columns of [N, D] arrays, as one long pair of vectors."""
+    t, p = _regression_pair(y_true, y_pred, metric)
+    keep = ~np.isnan(t)
+    return t[keep], p[keep]
+
+
+def ccc_pooled(y_true, y_pred) -> float:
+    """CCC of all dimensions pooled into one series (the CAGE authors' evaluation).
+
+    CAGE's code (``models/evaluation.py`` of the authors' repository) concatenates the
+    valence and the arousal columns and computes a single CCC over the long vector;
+    Tables 6 and 8 of 001_01df4aa5e26e8a28.txt report that number. It is not the mean
+    of the per-dimension CCCs (:func:`ccc`): pooling adds the spread between the
+    dimensions' means to both variances. Population (1/N) moments, as in :func:`ccc`
+    (the authors' code uses an N-1 covariance over an N variance, a factor N/(N-1)).
+
+    Parameters
+    ----------
+    y_true, y_pred : array-like of float, shape [N] or [N, D]
+        NaN labels are left out entry by entry.
+
+    Returns
+    -------
+    float
+        NaN (with a :class:`MissingLabelsWarning`) when no entry is labelled.
+    """
+    t, p = _pooled(y_true, y_pred, "ccc_pooled")
+    if t.size == 0:
+        return _warn_missing("ccc_pooled", "continuous")
+    return _ccc_1d(t, p)
+
+
+def mse_pooled(y_true, y_pred) -> float:
+    """Mean squared error over every labelled entry of all dimensions (CAGE's MSE)."""
+    t, p = _pooled(y_true, y_pred, "mse_pooled")
+    if t.size == 0:
+        return _warn_missing("mse_pooled", "continuous")
+    return float(np.mean((t - p) ** 2))
 
 
 def mse(y_true, y_pred):
@@ -716,11 +767,17 @@ def summarize(
         Keys (only those whose descriptor is given), values Python floats (NaN when
         undefined, which ``json.dump`` writes as ``NaN``):
 
-        * single-label EXPR: ``expr_acc``, ``expr_f1_macro``, ``expr_f1`` ({class: F1});
+        * single-label EXPR: ``expr_acc``, ``expr_f1_macro``, ``expr_f1`` ({class: F1}),
+          ``expr_precision_macro``, ``expr_recall_macro``, ``expr_precision_weighted``,
+          ``expr_recall_weighted``, ``expr_f1_weighted`` (CAGE's P / R / F1 are the
+          weighted ones);
         * multi-label EXPR: ``topk_acc``;
         * VA: ``valence_ccc``, ``arousal_ccc``, ``va_ccc`` (mean of the two),
           ``valence_rmse``, ``arousal_rmse``, ``valence_mae``, ``arousal_mae``
-          (and ``dominance_ccc``, ``dominance_rmse``, ``dominance_mae`` for 3 columns);
+          ``valence_mse``, ``arousal_mse`` (and ``dominance_ccc``, ``dominance_rmse``,
+          ``dominance_mae``, ``dominance_mse`` for 3 columns), and valence and arousal
+          pooled into one series as in CAGE's code: ``va_mse``, ``va_mae``, ``va_rmse``,
+          ``va_ccc_pooled`` (not the mean ``va_ccc``);
         * AU: ``au_f1`` ({AU: F1}), ``au_f1_mean``;
         * ``abaw_mtl`` when ``protocol="abaw"``.
 
@@ -785,6 +842,10 @@ def summarize(
             prf = precision_recall_f1(t, expr_pred_cls, num_classes=c)
             out["expr_f1_macro"] = _json_float(prf["f1_macro"])
             out["expr_f1"] = {n: _json_float(v) for n, v in zip(names, prf["f1"])}
+            for avg in ("macro", "weighted"):
+                out[f"expr_precision_{avg}"] = _json_float(prf[f"precision_{avg}"])
+                out[f"expr_recall_{avg}"] = _json_float(prf[f"recall_{avg}"])
+            out["expr_f1_weighted"] = _json_float(prf["f1_weighted"])
 
     va_c = None
     if va_true is not None:
@@ -803,6 +864,17 @@ def summarize(
             out[f"{VA_NAMES[j]}_rmse"] = _json_float(va_r[j])
         for j in range(t.shape[1]):
             out[f"{VA_NAMES[j]}_mae"] = _json_float(va_m[j])
+        va_mse = mse(t, p)
+        for j in range(t.shape[1]):
+            out[f"{VA_NAMES[j]}_mse"] = _json_float(va_mse[j])
+        # CAGE's Tables 6 / 8: one MSE / MAE / RMSE / CCC over valence and arousal pooled
+        t2, p2 = t[:, :2], p[:, :2]
+        pooled_t, pooled_p = _pooled(t2, p2, "va_pooled")
+        if pooled_t.size:
+            out["va_mse"] = _json_float(np.mean((pooled_t - pooled_p) ** 2))
+            out["va_mae"] = _json_float(np.mean(np.abs(pooled_t - pooled_p)))
+            out["va_rmse"] = _json_float(np.sqrt(out["va_mse"]))
+            out["va_ccc_pooled"] = _json_float(_ccc_1d(pooled_t, pooled_p))
 
     au_res = None
     if au_true is not None:
