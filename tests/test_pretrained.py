@@ -66,3 +66,23 @@ def test_extract_refuses_random_clip_weights(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code != 0 and "random" in err and "--random-init" in err and "--weights" in err
     assert not (tmp_path / "f.zarr").exists()
+
+
+def test_run_config_records_the_starting_weights(assets_home, tmp_path):
+    import yaml
+
+    from affectlab.data.synth import generate
+    from affectlab.train.engine import train
+
+    generate(tmp_path / "s", 24, size=32, seed=3, progress=False)
+    spec = f"manifest:{tmp_path / 's' / 'labels.csv'}"
+    cfg = resolve_config(
+        options={"method": "baseline", "backbone": "torchvision:mobilenet_v2", "train": spec, "epochs": 1,
+                 "batch_size": 12, "image_size": 32, "train_transform": "eval"},
+        sets=["pretrained=true"],
+    )
+    train(cfg, tmp_path / "run", progress=False)
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["initial_weights"]["name"] == "mobilenet_v2-b0353104.pth"
+    assert saved["initial_weights"]["sha256"] == MOBILENET_SHA256
+    assert saved["method_config"]["pretrained"] is True

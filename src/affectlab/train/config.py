@@ -99,6 +99,9 @@ class TrainConfig(BaseModel):
         minimised, the other metrics maximised.
     method_config : dict
         Hyper-parameters of the method, validated by the method's ``Config``.
+    initial_weights : dict or None
+        Written by the engine, not a setting: ``name``, ``sha256`` and ``source`` of the
+        pretrained weights the backbone started from (``None``: random initialisation).
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
@@ -140,6 +143,7 @@ class TrainConfig(BaseModel):
     strategy: str = "auto"
     deterministic: bool = False
     method_config: dict[str, Any] = Field(default_factory=dict)
+    initial_weights: Optional[dict[str, Any]] = None
 
     @field_validator("tasks", mode="before")
     @classmethod

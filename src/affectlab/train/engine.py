@@ -193,6 +193,10 @@ def train(
     mcfg = fill_data_keys(method_cls, method_config_for(cfg), sample)
     method = method_cls(space, mcfg)
     method.set_training_stats(training_stats(train_sets, space))
+    if not resume:
+        # config.yaml records which weights the run started from (name, sha256, source)
+        info = getattr(getattr(method, "backbone", None), "weights_info", None)
+        cfg = cfg.model_copy(update={"initial_weights": dict(info) if info else None})
     preprocessing = model_preprocessing(method, cfg)
     transform_info = {}
     if preprocessing is not None:
