@@ -91,3 +91,17 @@ def test_a_face_filling_the_frame_gets_a_side_panel_and_the_trail_moves():
     x0, y0, x1, y1 = ann.regions["widget"]
     assert x0 >= h  # in the panel, right of the enlarged frame
     assert np.abs(first[y0:y1, x0:x1].astype(int) - second[y0:y1, x0:x1].astype(int)).sum() > 0
+
+
+def test_rows_with_the_478_landmark_columns_are_drawn(tmp_path):
+    # more than 255 columns: pandas' itertuples gives plain tuples, so drawing must not rely on it
+    from affectlab.analyze.report import images_report
+    from affectlab.analyze.table import AffectTable
+
+    rows = _rows([(20, 24, 56, 56)])
+    extra = pd.DataFrame({f"lm{i}_{c}": [float(i)] for i in range(478) for c in "xyz"})
+    rows = pd.concat([rows, extra], axis=1)
+    out = Annotator(EXPRESSIONS, AUS, va=True).draw(_synth_frame(96), rows)
+    assert out.shape[0] >= 360
+    page = images_report(AffectTable.from_frame(rows, EXPRESSIONS, AUS), tmp_path / "images.html")
+    assert "class='probs'" in page.read_text()

@@ -188,9 +188,8 @@ class Annotator:
 
     @staticmethod
     def _face_rects(rows: pd.DataFrame, k: int) -> list[tuple[int, int, int, int]]:
-        faces = rows[rows["face"] >= 0]
-        return [(int(r.x) * k, int(r.y) * k, (int(r.x) + int(r.w)) * k, (int(r.y) + int(r.h)) * k)
-                for r in faces.itertuples(index=False)]
+        boxes = rows.loc[rows["face"] >= 0, ["x", "y", "w", "h"]].to_numpy(dtype=np.int64)
+        return [(int(x) * k, int(y) * k, (int(x) + int(w)) * k, (int(y) + int(h)) * k) for x, y, w, h in boxes]
 
     # -- drawing -----------------------------------------------------------------------
     def draw(self, image: np.ndarray, rows: pd.DataFrame | None) -> np.ndarray:
@@ -209,7 +208,8 @@ class Annotator:
         faces = rows[rows["face"] >= 0] if rows is not None else rows
         self.regions = {"faces": self._face_rects(rows, k) if rows is not None else [], "labels": [], "widget": None}
         if faces is not None:
-            for r, rect in zip(faces.itertuples(index=False), self.regions["faces"]):
+            # records, not itertuples: with the 478 landmark columns a row has too many fields for a namedtuple
+            for r, rect in zip(faces.to_dict("records"), self.regions["faces"]):
                 self._draw_face(out, r, rect)
         if self.va:
             visible = set(faces["face"].astype(int).tolist()) if faces is not None else set()
@@ -220,20 +220,22 @@ class Annotator:
         import cv2
 
         L = self._layout
-        face = int(r.face)
+        face = int(r["face"])
         color = _COLORS[face % len(_COLORS)]
         x0, y0, x1, y1 = rect
         cv2.rectangle(out, (x0, y0), (x1, y1), (0, 0, 0), L["box"] + 2)  # dark rim: visible on light scenes
         cv2.rectangle(out, (x0, y0), (x1, y1), color, L["box"])
         label = f"#{face}"
-        if self.expressions and isinstance(getattr(r, "expression", None), str):
-            label += f" {r.expression} {getattr(r, f'expr_{r.expression}'):.2f}"
-        if self.va and np.isfinite(getattr(r, "valence", np.nan)):
+        expression = r.get("expression")
+        if self.expressions and isinstance(expression, str):
+            label += f" {expression} {r[f'expr_{expression}']:.2f}"
+        valence = r.get("valence")
+        if self.va and valence is not None and np.isfinite(valence):
             trail = self._trails.setdefault(face, deque(maxlen=self._trail_len))
-            trail.append((float(r.valence), float(r.arousal)))
+            trail.append((float(valence), float(r["arousal"])))
         lines = [label]
         if self.aus:
-            vals = np.array([getattr(r, a) for a in self.aus], dtype=float)
+            vals = np.array([r.get(a, np.nan) for a in self.aus], dtype=float)
             if np.isfinite(vals).any():
                 order = np.argsort(-np.nan_to_num(vals, nan=-1))[: self.top_aus]
                 lines.append("  ".join(f"{self.aus[j]} {vals[j]:.2f}" for j in order))

@@ -98,52 +98,76 @@ def _page(title: str, body: str) -> str:
 def write_thumbnail(image: np.ndarray, rows: pd.DataFrame | None, path: Path, side: int = THUMB_SIDE) -> Path:
     """A small JPEG of ``image`` with the face boxes of ``rows`` drawn, at most ``side`` pixels."""
     import cv2
-    from PIL import Image
 
     img = np.ascontiguousarray(image[..., :3])
     h, w = img.shape[:2]
     k = min(1.0, side / max(h, w))
     small = cv2.resize(img, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA) if k < 1 else img.copy()
     if rows is not None and len(rows):
-        for r in rows[rows["face"] >= 0].itertuples(index=False):
-            x0, y0 = int(round(r.x * k)), int(round(r.y * k))
-            x1, y1 = int(round((r.x + r.w) * k)), int(round((r.y + r.h) * k))
+        faces = rows.loc[rows["face"] >= 0, ["x", "y", "w", "h"]].to_numpy(dtype=float)
+        for x, y, bw, bh in faces * k:
+            x0, y0, x1, y1 = int(round(x)), int(round(y)), int(round(x + bw)), int(round(y + bh))
             cv2.rectangle(small, (x0, y0), (x1, y1), (0, 0, 0), 3)
             cv2.rectangle(small, (x0, y0), (x1, y1), (255, 215, 0), 1)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(small).save(tmp, format="JPEG", quality=82)
-    os.replace(tmp, path)
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 82])
+    if not ok:
+        raise OSError(f"cannot encode the thumbnail {path}")
+    path.write_bytes(data.tobytes())
     return path
 
 
 # -- per-input summaries ------------------------------------------------------------------------------------------
 
 
-def input_summary(rows: pd.DataFrame, kind: str, expressions: Sequence[str]) -> dict:
-    """What the index says about one input: frames, frames with a face, faces (tracks),
-    the dominant expression (largest mean probability over its faces), mean valence and
-    arousal."""
-    faces = rows[rows["face"] >= 0] if len(rows) else rows
-    out = {
-        "kind": kind,
-        "frames": int(rows["frame"].nunique()) if len(rows) else 0,
-        "frames_with_face": int(faces["frame"].nunique()) if len(faces) else 0,
-        "faces": int(faces["face"].nunique()) if len(faces) else 0,
-        "face_rows": int(len(faces)),
-    }
+def input_summaries(rows: pd.DataFrame, kind: str, expressions: Sequence[str],
+                    inputs: Sequence[str] | None = None) -> dict[str, dict]:
+    """What the index says about each input (all at once: one pass over the rows).
+
+    Per input: ``kind``, ``frames``, ``frames_with_face``, ``faces`` (tracks),
+    ``face_rows``, the ``dominant`` expression (largest mean probability over its faces)
+    with ``dominant_p``, and mean ``valence`` / ``arousal``.
+    """
+    inputs = list(inputs) if inputs is not None else list(dict.fromkeys(rows["input"].astype(str)))
+    empty = pd.Series(dtype=float)
+    frames = frames_face = faces = face_rows = empty
+    means = va = None
     cols = [f"expr_{n}" for n in expressions if f"expr_{n}" in rows.columns]
-    if len(faces) and cols:
-        mean = faces[cols].astype(float).mean()
-        if mean.notna().any():
-            best = mean.idxmax()
-            out["dominant"], out["dominant_p"] = best[len("expr_"):], float(mean[best])
-    for c in ("valence", "arousal"):
-        if c in rows.columns and len(faces):
-            v = pd.to_numeric(faces[c], errors="coerce")
-            if v.notna().any():
-                out[c] = float(v.mean())
+    if len(rows):
+        key = rows["input"].astype(str)
+        face = (rows["face"] >= 0).to_numpy()
+        frames = rows.groupby(key)["frame"].nunique()
+        fdf, fkey = rows[face], key[face]
+        if len(fdf):
+            frames_face = fdf.groupby(fkey)["frame"].nunique()
+            faces = fdf.groupby(fkey)["face"].nunique()
+            face_rows = fkey.value_counts()
+            if cols:
+                means = fdf[cols].astype(float).groupby(fkey).mean()
+            va_cols = [c for c in ("valence", "arousal") if c in rows.columns]
+            if va_cols:
+                va = fdf[va_cols].apply(pd.to_numeric, errors="coerce").groupby(fkey).mean()
+    out = {}
+    for p in inputs:
+        s = {"kind": kind, "frames": int(frames.get(p, 0)), "frames_with_face": int(frames_face.get(p, 0)),
+             "faces": int(faces.get(p, 0)), "face_rows": int(face_rows.get(p, 0))}
+        if means is not None and p in means.index:
+            m = means.loc[p]
+            if m.notna().any():
+                best = m.idxmax()
+                s["dominant"], s["dominant_p"] = best[len("expr_"):], float(m[best])
+        if va is not None and p in va.index:
+            for c, v in va.loc[p].items():
+                if np.isfinite(v):
+                    s[c] = float(v)
+        out[p] = s
     return out
+
+
+def input_summary(rows: pd.DataFrame, kind: str, expressions: Sequence[str]) -> dict:
+    """:func:`input_summaries` of the rows of one input."""
+    name = str(rows["input"].iloc[0]) if len(rows) else ""
+    return input_summaries(rows, kind, expressions, [name])[name]
 
 
 def display_names(inputs: Sequence[str]) -> dict[str, str]:
@@ -310,9 +334,9 @@ def video_report(table: AffectTable, path: str, out_file: Path, failure: str | N
     return out_file
 
 
-def _probs_html(r, expressions: Sequence[str], aus: Sequence[str]) -> str:
+def _probs_html(r: Mapping, expressions: Sequence[str], aus: Sequence[str]) -> str:
     out = []
-    probs = [(n, getattr(r, f"expr_{n}", np.nan)) for n in expressions]
+    probs = [(n, r.get(f"expr_{n}", np.nan)) for n in expressions]
     probs = [(n, float(p)) for n, p in probs if p is not None and np.isfinite(p)]
     if probs:
         best = max(probs, key=lambda t: t[1])[0]
@@ -322,16 +346,16 @@ def _probs_html(r, expressions: Sequence[str], aus: Sequence[str]) -> str:
             cells.append(f"<span>{_e(n)}</span><span class='{cls}'><span style='width:{100 * p:.1f}%'></span></span>"
                          f"<span class='num'>{p:.2f}</span>")
         out.append("<div class='probs'>" + "".join(cells) + "</div>")
-    va = [(c, getattr(r, c, None)) for c in ("valence", "arousal")]
+    va = [(c, r.get(c)) for c in ("valence", "arousal")]
     va = [(c, v) for c, v in va if v is not None and np.isfinite(v)]
     if va:
         out.append("<div>" + ", ".join(f"{c} {v:+.2f}" for c, v in va) + "</div>")
-    au_vals = [(a, getattr(r, a, np.nan)) for a in aus]
+    au_vals = [(a, r.get(a, np.nan)) for a in aus]
     au_vals = [(a, float(v)) for a, v in au_vals if v is not None and np.isfinite(v)]
     if au_vals:
         top = sorted(au_vals, key=lambda t: -t[1])[:3]
         out.append("<div class='muted'>top AUs: " + ", ".join(f"{_e(a)} {v:.2f}" for a, v in top) + "</div>")
-    label = getattr(r, "archetype_label", None)
+    label = r.get("archetype_label")
     if isinstance(label, str):
         out.append(f"<div class='muted'>nearest archetype: {_e(label)}</div>")
     return "".join(out)
@@ -339,8 +363,10 @@ def _probs_html(r, expressions: Sequence[str], aus: Sequence[str]) -> str:
 
 def images_report(table: AffectTable, out_file: Path, *, names: Mapping[str, str] | None = None,
                   thumbs: Mapping[str, str] | None = None, failures: Mapping[str, str | None] | None = None,
-                  order: Sequence[str] | None = None, run: Mapping | None = None) -> Path:
-    """One page for the still images of a run: a card per image with its faces' predictions."""
+                  order: Sequence[str] | None = None, run: Mapping | None = None,
+                  summaries: Mapping[str, dict] | None = None) -> Path:
+    """One page for the still images of a run: a card per image with its faces' predictions
+    (``summaries``: :func:`input_summaries` of the images, computed when not given)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -350,7 +376,13 @@ def images_report(table: AffectTable, out_file: Path, *, names: Mapping[str, str
     names, thumbs, failures = dict(names or {}), dict(thumbs or {}), dict(failures or {})
     order = list(order) if order is not None else list(dict.fromkeys(table["input"].astype(str)))
     shown = display_names(order)
-    groups = {k: g for k, g in table.groupby("input", sort=False)} if len(table) else {}
+    if summaries is None:
+        summaries = input_summaries(table, "image", table.expression_names, order)
+    # one pass, as records: per-group itertuples costs milliseconds per image, and with the
+    # 478 landmark columns a row has too many fields for a namedtuple
+    face_records: dict[str, list[dict]] = {}
+    for r in table[table["face"] >= 0].to_dict("records"):
+        face_records.setdefault(str(r["input"]), []).append(r)
     with_face = table[table["face"] >= 0]
     n_face = with_face["input"].nunique()
     parts = [f"<h1>Images ({len(order)})</h1>", _run_html(run), "<p><a href='index.html'>&larr; all inputs</a></p>",
@@ -373,17 +405,15 @@ def images_report(table: AffectTable, out_file: Path, *, names: Mapping[str, str
         parts.append("<h2>Valence / arousal of every face</h2>" + _img(_png(fig), "circumplex"))
     cards = []
     for p in order:
-        rows = groups.get(p)
-        rows = rows if rows is not None else table.iloc[:0]
-        summary = input_summary(rows, "image", table.expression_names)
+        summary = summaries.get(p) or {"kind": "image"}
         anchor = names.get(p) or Path(p).stem
         img = (f"<img class='big' loading='lazy' alt='{_e(shown[p])}' src='{_e(thumbs[p])}'>" if p in thumbs
                else "")
         faces_html = []
-        for r in rows[rows["face"] >= 0].itertuples(index=False):
-            title = f"face {int(r.face)}"
-            if isinstance(getattr(r, "expression", None), str):
-                title += f": <b>{_e(r.expression)}</b>"
+        for r in face_records.get(p, []):
+            title = f"face {int(r['face'])}"
+            if isinstance(r.get("expression"), str):
+                title += f": <b>{_e(r['expression'])}</b>"
             faces_html.append(f"<div><div>{title}</div>{_probs_html(r, table.expression_names, table.au_names)}</div>")
         cards.append(f"<div class='card' id='{_e(anchor)}'><div><b>{_e(shown[p])}</b></div>"
                      f"<div class='path'>{_e(p)}</div>{img}<div>{_status(summary, failures.get(p), p)}</div>"

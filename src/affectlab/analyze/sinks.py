@@ -189,8 +189,6 @@ class ReportSink(Sink):
 
     def _thumbnails(self, chunk, frames) -> None:
         """The first frame of each input with a face (else its first frame), as a small JPEG."""
-        from affectlab.analyze.report import write_thumbnail
-
         by_key = None
         for frame in frames:
             p = frame.input
@@ -218,6 +216,8 @@ class ReportSink(Sink):
 
         face_rows = rows[rows["face"] >= 0] if rows is not None and len(rows) else None
         want = int(face_rows["frame"].iloc[0]) if face_rows is not None and len(face_rows) else 0
+        if want > 250:
+            want = 0  # a face only late in a long video: its first frame, rather than decoding up to it
         try:
             for frame in iter_frames(path):
                 if frame.index >= want:
@@ -242,13 +242,12 @@ class ReportSink(Sink):
         from affectlab.analyze.report import input_summary, video_report
 
         self._failure[path] = failure
-        kind = self._kind.get(path, "image")
+        if self._kind.get(path, "image") != "video":
+            return  # images: their rows may still be in the model's batch; handled on close
         table = self._table([path])
         if path not in self._thumbs and len(table):
             self._thumb_from_file(path, table)
-        if kind != "video":
-            return
-        self._summary[path] = input_summary(table, kind, self.expressions)
+        self._summary[path] = input_summary(table, "video", self.expressions)
         out = self.out_dir / f"{self.name(path)}.html"
         from affectlab.analyze.report import display_names
 
@@ -258,20 +257,23 @@ class ReportSink(Sink):
         self._chunks.pop(path, None)  # the rows of a finished video are not needed again
 
     def close(self):
-        from affectlab.analyze.report import images_report, index_page, input_summary
+        from affectlab.analyze.report import images_report, index_page, input_summaries
 
         images = [p for p, k in self._kind.items() if k == "image"]
         if images:
             table = self._table(images)
-            for p in images:
-                if p not in self._thumbs and not self._failure.get(p):
-                    self._thumb_from_file(p, table[table["input"] == p])
+            missing = [p for p in images if p not in self._thumbs and not self._failure.get(p)]
+            if missing:  # rows kept by --resume: their frames were not seen
+                groups = {k: g for k, g in table.groupby("input", sort=False)} if len(table) else {}
+                for p in missing:
+                    self._thumb_from_file(p, groups.get(p))
+            summaries = input_summaries(table, "image", self.expressions, images)
             out = images_report(table, self.out_dir / "images.html", names={p: self.name(p) for p in images},
-                                thumbs=self._thumbs, failures=self._failure, order=images, run=self.run)
-            groups = {k: g for k, g in table.groupby("input", sort=False)} if len(table) else {}
+                                thumbs=self._thumbs, failures=self._failure, order=images, run=self.run,
+                                summaries=summaries)
             for p in images:
                 self.pages[p] = out
-                self._summary[p] = input_summary(groups.get(p, table.iloc[:0]), "image", self.expressions)
+            self._summary.update(summaries)
         entries = []
         given = {p: i for i, p in enumerate(self._inputs)}
         for p, kind in sorted(self._kind.items(), key=lambda kv: given.get(kv[0], len(given))):  # as the user gave them
