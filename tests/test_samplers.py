@@ -183,3 +183,23 @@ def test_multitask_property_equal_parts_in_range(sizes, per, world, seed):
     big = int(np.argmax(sizes))
     seen = {i for b in batches for i in np.asarray(b).reshape(k, per)[big]}
     assert seen == set(range(bounds[big], bounds[big + 1]))
+
+
+def test_balanced_subset_is_a_new_balanced_subset_per_epoch_without_repeats():
+    from affectlab.data.samplers import BalancedSubsetSampler
+
+    labels = np.array([0] * 50 + [1] * 10 + [2] * 20 + [-1] * 5)
+    s = BalancedSubsetSampler(labels, seed=3)
+    first = list(s)
+    assert len(first) == len(s) == 30 and len(set(first)) == 30  # no image twice in an epoch
+    assert np.bincount(labels[first], minlength=3).tolist() == [10, 10, 10]  # the smallest class's size
+    s.set_epoch(1)
+    second = list(s)
+    assert set(second) != set(first) and np.bincount(labels[second]).tolist() == [10, 10, 10]
+    s.set_epoch(0)
+    assert list(s) == first  # reproducible
+    capped = BalancedSubsetSampler(labels, per_class=15, seed=0)
+    assert np.bincount(labels[list(capped)]).tolist() == [15, 10, 15]  # a small class gives all it has
+    # two ranks split one subset
+    parts = [list(BalancedSubsetSampler(labels, seed=3, num_replicas=2, rank=r)) for r in (0, 1)]
+    assert sorted(parts[0] + parts[1]) == sorted(first)

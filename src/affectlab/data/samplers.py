@@ -186,6 +186,64 @@ class BalancedClassSampler(Sampler[int]):
         return iter(draws[self.rank :: self.num_replicas].tolist())
 
 
+class BalancedSubsetSampler(Sampler[int]):
+    """A new expression-balanced subset every epoch, drawn without replacement.
+
+    CAGE (001_01df4aa5e26e8a28.txt, section 5.3) "reduced the training dataset by
+    balancing according to the discrete expression labels": every class contributes the
+    same number of samples, ``per_class`` (default: the size of the smallest class), drawn
+    without replacement from that class, so no image repeats within an epoch and the
+    epoch is ``per_class x classes`` long. Each epoch draws another subset (``set_epoch``),
+    so over the epochs the frequent classes are not thrown away. Unlabelled samples are
+    never drawn. A class smaller than ``per_class`` contributes all its samples.
+
+    Parameters
+    ----------
+    labels : array-like of int, Series or dataset
+        As for :class:`BalancedClassSampler`.
+    per_class : int, optional
+        Samples per class and epoch.
+    seed : int
+    num_replicas, rank : int, optional
+        Distributed sharding: each rank yields an equal share of the same subset.
+    """
+
+    def __init__(self, labels, per_class: int | None = None, *, seed: int = 0,
+                 num_replicas: int | None = None, rank: int | None = None):
+        codes = BalancedClassSampler._codes(labels)
+        known = codes >= 0
+        if not known.any():
+            raise ConfigError("BalancedSubsetSampler: every label is missing; there is no class to balance")
+        self.seed = _check_seed(seed)
+        self.num_replicas, self.rank = _dist_defaults(num_replicas, rank)
+        self.classes_, counts = np.unique(codes[known], return_counts=True)
+        self.members_ = [np.flatnonzero(codes == c) for c in self.classes_]
+        if per_class is not None and (int(per_class) != per_class or per_class < 1):
+            raise ConfigError(f"per_class must be a positive integer, got {per_class!r}")
+        self.per_class = int(counts.min()) if per_class is None else int(per_class)
+        self.subset_size = int(sum(min(self.per_class, len(m)) for m in self.members_))
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw another subset for ``epoch``."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return math.ceil(self.subset_size / self.num_replicas)
+
+    def __iter__(self) -> Iterator[int]:
+        g = _generator(self.seed, self.epoch)
+        parts = []
+        for members in self.members_:
+            take = min(self.per_class, len(members))
+            parts.append(members[torch.randperm(len(members), generator=g)[:take].numpy()])
+        subset = np.concatenate(parts)[torch.randperm(self.subset_size, generator=g).numpy()]
+        per_rank = len(self)
+        # pad by wrapping so every rank gets the same number of indices
+        padded = np.resize(subset, per_rank * self.num_replicas)
+        return iter(padded[self.rank :: self.num_replicas].tolist())
+
+
 def dataset_sizes(datasets) -> list[int]:
     """Lengths of the parts of a :class:`~torch.utils.data.ConcatDataset` (or sequence of datasets/ints)."""
     parts = getattr(datasets, "datasets", datasets)

@@ -88,9 +88,11 @@ class TrainConfig(BaseModel):
     scheduler : {"cosine", "none"}
         Cosine annealing of the learning rate from ``lr`` to ``min_lr`` over the
         epochs (per step), after ``warmup_epochs`` of linear warm-up.
-    sampler : {"shuffle", "balanced", "multitask"}
-        Batch composition: uniform shuffling, expression-class balanced sampling, or
-        equal parts per uni-task source (needs a ``source`` column in the labels).
+    sampler : {"shuffle", "balanced", "balanced-subset", "multitask"}
+        Batch composition: uniform shuffling, expression-class balanced draws (with
+        replacement, an epoch of the usual length), a new expression-balanced subset per
+        epoch without replacement (CAGE's valence-arousal training; ``balanced_per_class``
+        per class, default the smallest class), or equal parts per uni-task source.
     monitor : str
         Validation metric that selects the best checkpoint. ``auto`` = ``score``, the
         mean of ``expr_f1_macro``, ``va_ccc`` and ``au_f1_mean`` over the tasks being
@@ -131,7 +133,8 @@ class TrainConfig(BaseModel):
     eval_transform: Optional[str] = None
     image_size: Optional[int] = Field(None, ge=8)
     normalize: Optional[str] = None
-    sampler: Literal["shuffle", "balanced", "multitask"] = "shuffle"
+    sampler: Literal["shuffle", "balanced", "balanced-subset", "multitask"] = "shuffle"
+    balanced_per_class: Optional[int] = Field(None, ge=1)
     monitor: str = "auto"
     seed: int = 0
     num_workers: int = Field(0, ge=0)

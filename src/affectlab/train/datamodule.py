@@ -11,6 +11,9 @@ the same whether a run went straight through or was resumed at ``e``.
   for its per-epoch seeding);
 * ``balanced`` -- :class:`affectlab.data.samplers.BalancedClassSampler` over expression
   classes (unlabelled rows keep their natural share);
+* ``balanced-subset`` -- :class:`affectlab.data.samplers.BalancedSubsetSampler`: a new
+  expression-balanced subset per epoch, without replacement (CAGE section 5.3;
+  ``balanced_per_class`` samples per class, default the smallest class);
 * ``multitask`` -- :class:`affectlab.data.samplers.MultiTaskBatchSampler`: each batch
   holds equal parts of each training set (give several ``--train`` specs).
 """
@@ -94,6 +97,13 @@ class AffectDataModule(L.LightningDataModule):
             sampler = BalancedClassSampler(
                 expression_codes_of(self.train_set), seed=cfg.seed, missing="share", num_replicas=world, rank=rank
             )
+        elif cfg.sampler == "balanced-subset":
+            from affectlab.data.samplers import BalancedSubsetSampler
+
+            sampler = BalancedSubsetSampler(
+                expression_codes_of(self.train_set), cfg.balanced_per_class, seed=cfg.seed, num_replicas=world, rank=rank
+            )
+            n = len(sampler) * world
         else:
             sampler = DistributedSampler(self.train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
         # a last batch of one sample breaks batch norm; drop the ragged tail when there is more
