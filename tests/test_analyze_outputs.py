@@ -62,6 +62,13 @@ def test_unique_output_names_differ_and_do_not_depend_on_order_of_calls():
     assert names["/e/Index.mp4"].lower() != "index"
     assert all(set(n) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") for n in names.values())
     assert unique_output_names(list(names)) == unique_output_names(list(names))
+    # the corpus engine's names depend on the input alone
+    from affectlab.analyze.corpus import table_name
+    from affectlab.analyze.naming import stable_output_name
+
+    a, b = stable_output_name("/d/day1/clip.mp4"), stable_output_name("/d/day2/clip.mp4")
+    assert a != b and a.startswith("clip-") and a == stable_output_name("/d/day1/../day1/clip.mp4")
+    assert table_name("/d/day1/clip.mp4") == a + ".parquet"
 
 
 def test_same_file_name_in_two_folders_gets_two_videos_and_two_pages(twins, model_file, tmp_path, capsys):

@@ -23,7 +23,6 @@ whichever engine made it (and the same rows a single-table run gives that input)
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import time
@@ -73,10 +72,9 @@ def table_name(path: str | os.PathLike) -> str:
     Two inputs of the same file name in different folders get different names, and the
     same input gets the same name in every run.
     """
-    absolute = os.path.abspath(os.fspath(path))
-    digest = hashlib.sha1(absolute.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(absolute).stem)[:60] or "input"
-    return f"{stem}-{digest}.parquet"
+    from affectlab.analyze.naming import stable_output_name
+
+    return f"{stable_output_name(path)}.parquet"
 
 
 def check_out_dir(out: str | os.PathLike) -> Path:

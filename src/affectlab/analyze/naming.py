@@ -1,13 +1,19 @@
 """One output name per input: distinct, stable and safe as a file name.
 
 Several inputs of a run often share a file name (``day1/clip.mp4``, ``day2/clip.mp4``);
-every per-input output (annotated video, report page, a per-input Parquet table) is
-named with :func:`unique_output_names`, so no output overwrites another and the same
-inputs always get the same names (a resumed run names its files as the first run).
+every per-input output is named here, so no output overwrites another:
+
+* :func:`unique_output_names` -- readable names for the outputs of one run (annotated
+  videos, report pages): the file stem, with parent folders only where stems clash. The
+  same inputs always get the same names (a resumed run names its files as the first run).
+* :func:`stable_output_name` -- a name that depends on the input alone (stem plus a hash
+  of its absolute path), for outputs that must keep their name whatever the other inputs
+  are: the per-input Parquet tables of a corpus run, added to over many runs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections import defaultdict
@@ -93,3 +99,17 @@ def unique_output_names(inputs: Sequence[str | os.PathLike], reserved: Iterable[
         used.add(name.lower())
         names[k] = name
     return names
+
+
+def stable_output_name(path: str | os.PathLike) -> str:
+    """``<stem>-<8 hex of the absolute path>``: distinct per input path, whatever the other inputs.
+
+    Examples
+    --------
+    >>> stable_output_name("/data/day1/clip.mp4")[:5]
+    'clip-'
+    """
+    absolute = os.path.abspath(os.fspath(path))
+    digest = hashlib.sha1(absolute.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(absolute).stem)[:60] or "input"
+    return f"{stem}-{digest}"
