@@ -194,3 +194,19 @@ def test_killed_driver_then_rerun_computes_only_the_rest(clips, model_file, tmp_
     redone = after.iloc[len(first):]
     assert set(redone["input"]) == set(clips) - {k for k, r in first.items() if r["status"] == "ok"}
     assert sorted(read_index(out)) == sorted(clips)
+
+
+def test_default_stack_on_real_photos_gives_the_single_table_rows(assets_home, tmp_path):
+    """No model, no detector: the corpus run uses the same default stack (YuNet, face-api,
+    landmarker pose and AUs) as analyze, and gives each photo the same rows."""
+    faces = Path(__file__).resolve().parents[2] / "shared" / "data" / "london" / "images"
+    if not faces.is_dir():
+        pytest.skip("needs ../shared/data/london")
+    photos = [str(p) for p in sorted(faces.glob("*.jpg"))[:2]]
+    result = run_corpus(photos, tmp_path / "out", progress=False)
+    assert not result.failed
+    single = affectlab.analyze(photos, progress=False)
+    for inp, table in _tables(tmp_path / "out").items():
+        assert {"pose_yaw", "AU12"} <= set(table.columns)
+        expected = single[single["input"] == inp].reset_index(drop=True)
+        pd.testing.assert_frame_equal(pd.DataFrame(table), pd.DataFrame(expected), check_dtype=False)

@@ -154,9 +154,8 @@ def analyze_cmd(
     check_device(device)
     if engine is not None:
         return _analyze_corpus(inputs, model, out, engine=engine, address=address, workers=workers,
-                               unsupported={"--video-out": video_out, "--report": report, "--resume": resume or None,
-                                            "--landmarks": landmarks or None, "--blendshapes": blendshapes or None},
-                               detector=detector, every=every, start=start, end=end, smooth=smooth,
+                               unsupported={"--video-out": video_out, "--report": report, "--resume": resume or None},
+                               landmarks=landmarks, blendshapes=blendshapes, detector=detector, every=every, start=start, end=end, smooth=smooth,
                                batch_size=batch_size, device=device, threads=threads, progress=not quiet)
     if address is not None or workers is not None:
         from affectlab.errors import ConfigError

@@ -163,11 +163,15 @@ class AnalyzeSettings:
     batch_size: int = 32
     device: str = "cpu"
     threads: int | None = 1
+    landmarks: bool = False
+    blendshapes: bool = False
+    mesh: bool | None = None
 
     def analyze_kwargs(self) -> dict[str, Any]:
         return dict(detector=self.detector, detector_options=self.detector_options, every=self.every,
                     start=self.start, end=self.end, smooth=self.smooth, batch_size=self.batch_size,
-                    device=self.device, threads=self.threads)
+                    device=self.device, threads=self.threads, landmarks=self.landmarks,
+                    blendshapes=self.blendshapes, mesh=self.mesh)
 
 
 def analyze_input(job: InputJob, out: Path, predictor, settings: AnalyzeSettings) -> dict[str, Any]:
@@ -300,13 +304,20 @@ class CorpusResult:
 
 
 def corpus_settings(predictor, settings: AnalyzeSettings) -> dict[str, Any]:
-    """The settings stored in ``settings.json``: the same keys a single-table run records."""
+    """The settings stored in ``settings.json``: the same keys a single-table run records.
+
+    Fixes ``settings.mesh`` (the landmark stage on or off) for every worker.
+    """
     from affectlab.analyze.pipeline import Analyzer, smoothing_spec
     from affectlab.analyze.resume import run_settings
 
+    from affectlab.analyze.api import _mesh_stage
+
     info = dict(getattr(predictor, "info", {}) or {})
     mu = smoothing_spec(settings.smooth, info)
-    columns = Analyzer(predictor, lambda image: None, every=settings.every).columns
+    stage = _mesh_stage(settings.mesh, settings.landmarks, settings.blendshapes, predictor.label_space.aus)
+    settings.mesh = stage is not None  # decided once here, so every worker runs the same stage
+    columns = Analyzer(predictor, lambda image: None, every=settings.every, mesh=stage).columns
     return run_settings(predictor, info, columns, settings.detector, settings.detector_options, settings.every,
                         settings.start, settings.end, mu)
 
@@ -383,7 +394,11 @@ def run_corpus(
 
         require_ray()  # before any work: say how to install it
     out = check_out_dir(out)
-    predictor = load_predictor(model, device=settings.device, batch_size=settings.batch_size)
+    if settings.model is None:  # the default model, named once so every worker loads the same one
+        from affectlab.analyze.defaults import resolve_default_model
+
+        settings.model = resolve_default_model()
+    predictor = load_predictor(settings.model, device=settings.device, batch_size=settings.batch_size)
     plan = plan_corpus(inputs, out, corpus_settings(predictor, settings))
     t0 = time.perf_counter()
     index = IndexWriter(out)
