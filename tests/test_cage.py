@@ -346,3 +346,24 @@ def test_cumulative_abs_error_matches_hand_count(tmp_path):
     assert path.is_file() and path.stat().st_size > 1000
     with pytest.raises(ConfigError, match="valence/arousal"):
         plot_abs_error_curves({"m": pd.DataFrame({"x": [1.0]})}, tmp_path / "none.png")
+
+
+def test_authors_tanh_mlp_head(fixed_batch, tmp_path):
+    """The head of the authors' code: Linear(D, 512) -> Tanh -> Linear(512, C + 2, no bias)."""
+    torch.manual_seed(0)
+    m = _method("combined", head="tanh-mlp")
+    lin, act, out_layer = m.head
+    assert (lin.in_features, lin.out_features) == (m.backbone.out_dim, 512) and isinstance(act, torch.nn.Tanh)
+    assert out_layer.out_features == 10 and out_layer.bias is None
+    m.eval()
+    feat = m.backbone(fixed_batch["image"])["global"]
+    raw = out_layer(torch.tanh(lin(feat)))
+    out = m(fixed_batch)
+    torch.testing.assert_close(out.expr_logits, raw[:, :8])
+    torch.testing.assert_close(out.va, torch.tanh(raw[:, 8:]))
+    assert sum(p.numel() for p in m.head.parameters()) == m.backbone.out_dim * 512 + 512 + 512 * 10
+    # init_from a tanh-mlp model: the hidden layer and the VA rows carry over
+    save_model(tmp_path / "comb" / "model.ckpt", m)
+    va = _method("valence-arousal", head="tanh-mlp", init_from=str(tmp_path / "comb"))
+    torch.testing.assert_close(va.head[0].weight, m.head[0].weight)
+    torch.testing.assert_close(va.head[2].weight, m.head[2].weight[8:10])

@@ -82,6 +82,13 @@ class CageConfig(MethodConfig):
         Predict dominance as a third continuous output (EMOTIC).
     va_output : {"tanh", "linear"}
         Bound the continuous outputs to [-1, 1] with ``tanh``, or keep them raw.
+    head : {"linear", "tanh-mlp"}
+        ``linear``: one linear layer (the paper's description). ``tanh-mlp``: the head of
+        the authors' code, ``Linear(D, head_hidden) -> Tanh -> Linear(head_hidden, outputs,
+        bias=False)`` on the (layer-normalised) backbone feature; for MaxViT-T D = 512 and
+        ``head_hidden`` = 512.
+    head_hidden : int
+        Width of the ``tanh-mlp`` hidden layer.
     init_from : str or None
         Run directory or model file whose weights initialise this model: the whole
         backbone (same architecture) and the head rows of the outputs both share by
@@ -100,6 +107,8 @@ class CageConfig(MethodConfig):
     class_weighted: bool = True
     dominance: bool = False
     va_output: Literal["tanh", "linear"] = "tanh"
+    head: Literal["linear", "tanh-mlp"] = "linear"
+    head_hidden: int = Field(512, ge=1)
     init_from: Optional[str] = None
 
 
@@ -166,7 +175,15 @@ class CageMethod(Method):
         self.output_names: tuple[str, ...] = tuple(space.expressions) + _VA_OUTPUTS[:n_va]
         self.num_expr = len(space.expressions)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.head = nn.Linear(self.backbone.out_dim, len(self.output_names))
+        n_out = len(self.output_names)
+        if cfg.head == "tanh-mlp":
+            self.head = nn.Sequential(
+                nn.Linear(self.backbone.out_dim, cfg.head_hidden),
+                nn.Tanh(),
+                nn.Linear(cfg.head_hidden, n_out, bias=False),
+            )
+        else:
+            self.head = nn.Linear(self.backbone.out_dim, n_out)
         self.register_buffer("expr_weight", torch.ones(max(self.num_expr, 1)))
         if cfg.init_from:
             self.init_from(cfg.init_from)
@@ -289,13 +306,23 @@ class CageMethod(Method):
             for k, v in bb.items():
                 own[k].copy_(v)
             rows = 0
-            if payload.get("method") == "cage" and "head.weight" in state:
+            # the output layer: the head itself (linear) or its last layer (tanh-mlp)
+            own_last = self.head[-1] if isinstance(self.head, nn.Sequential) else self.head
+            last_key = "head.2" if "head.2.weight" in state else "head"
+            same_kind = isinstance(self.head, nn.Sequential) == (last_key == "head.2")
+            if payload.get("method") == "cage" and f"{last_key}.weight" in state and same_kind:
+                if last_key == "head.2" and state["head.0.weight"].shape == self.head[0].weight.shape:
+                    self.head[0].weight.copy_(state["head.0.weight"])  # the hidden layer is shared by all outputs
+                    self.head[0].bias.copy_(state["head.0.bias"])
                 src_names = _output_names(payload)
                 for j, name in enumerate(self.output_names):
                     if name in src_names:
                         i = src_names.index(name)
-                        self.head.weight[j].copy_(state["head.weight"][i])
-                        self.head.bias[j].copy_(state["head.bias"][i])
+                        if state[f"{last_key}.weight"].shape[1] != own_last.weight.shape[1]:
+                            continue
+                        own_last.weight[j].copy_(state[f"{last_key}.weight"][i])
+                        if own_last.bias is not None and f"{last_key}.bias" in state:
+                            own_last.bias[j].copy_(state[f"{last_key}.bias"][i])
                         rows += 1
         return {"backbone": len(bb), "head": rows}
 
