@@ -219,8 +219,8 @@ def read_table(out: Path, fmt: str) -> tuple[pd.DataFrame, bool]:
         except ValueError:
             return _read_json_records(out), False
     except Exception as exc:  # noqa: BLE001 - any unreadable table: one clear line
-        hint = (" (a Parquet file being written when the process was killed has no footer; write .csv or .json "
-                "when a run may be killed)") if fmt == "parquet" else ""
+        hint = (" (a Parquet file cut while being written has no footer; affectlab writes the rows of a running "
+                "analysis to OUT.parts/ so that a kill cannot do that)") if fmt == "parquet" else ""
         raise ConfigError(
             f"cannot resume {out}: the table cannot be read{hint}: {type(exc).__name__}: {exc}; "
             "run without --resume to start over"
