@@ -168,14 +168,21 @@ def test_16_bit_grayscale_png_is_read_as_training_reads_it(tmp_path):
     assert image.std() > 10  # not all white
 
 
-def test_animated_gif_is_analysed_frame_by_frame(tmp_path):
+@pytest.mark.parametrize("suffix", [".gif", ".png", ".webp"])
+def test_animated_image_is_analysed_frame_by_frame(tmp_path, suffix):
     import affectlab
     from affectlab.analyze.inputs import media_kind
 
+    if suffix == ".webp":
+        from PIL import features
+
+        if not features.check("webp"):
+            pytest.skip("this Pillow has no WebP support")
     faces = _synth_faces(4)
-    path = tmp_path / "anim.gif"
+    path = tmp_path / f"anim{suffix}"
     frames = [Image.fromarray(f) for f in faces]
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0, **(
+        {"lossless": True} if suffix == ".webp" else {}))
     assert media_kind(path) == "video"
     got = list(iter_frames(path))
     assert [f.index for f in got] == [0, 1, 2, 3]
@@ -184,7 +191,7 @@ def test_animated_gif_is_analysed_frame_by_frame(tmp_path):
         assert np.abs(f.image.astype(int) - face.astype(int)).mean() < 8
     table = affectlab.analyze(path, _untrained(), detector="none", progress=False)
     assert table["frame"].tolist() == [0, 1, 2, 3] and table["valence"].nunique() == 4
-    still = tmp_path / "still.gif"
+    still = tmp_path / f"still{suffix}"
     frames[0].save(still)
     assert media_kind(still) == "image"
 

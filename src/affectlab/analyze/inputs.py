@@ -6,7 +6,7 @@ source and its time in seconds, upright: a video's display rotation (phones reco
 portrait video as landscape frames plus a rotation flag) and a JPEG's EXIF orientation
 are applied. Images of any bit depth read as training reads them
 (:func:`affectlab.data.images.to_rgb`: a 16-bit PNG keeps its high byte). An animated
-GIF is a video: every frame is analysed, with its frame number and time. A file that
+GIF, PNG or WebP is a video: every frame is analysed, with its frame number and time. A file that
 cannot be read raises :class:`MediaError`, which says which file, what failed and how
 many frames were read before the failure.
 """
@@ -74,13 +74,17 @@ def media_kind(path) -> str:
     """``"image"`` or ``"video"`` from the file extension (unknown extensions: ``"video"``,
     since FFmpeg reads many containers whose names vary); an animated GIF is a video."""
     suffix = Path(path).suffix.lower()
-    if suffix == ".gif":
-        return "video" if _animated_gif(str(path)) else "image"
+    if suffix in _MAY_ANIMATE:
+        return "video" if _animated(str(path)) else "image"
     return "image" if suffix in IMAGE_EXTENSIONS else "video"
 
 
+#: image formats that may hold an animation (GIF, APNG, animated WebP)
+_MAY_ANIMATE = frozenset({".gif", ".png", ".webp"})
+
+
 @functools.lru_cache(maxsize=4096)
-def _animated_gif(path: str) -> bool:
+def _animated(path: str) -> bool:
     from PIL import Image
 
     try:
@@ -290,10 +294,35 @@ def iter_video(path, *, every: int = 1, start: float | None = None, end: float |
             raise MediaError(path, f"stream ended after {read} of the {info.frames} frames its header announces (truncated file?)", read)
 
 
+def iter_animation(path, *, every: int = 1, start: float | None = None, end: float | None = None) -> Iterator[Frame]:
+    """The frames of an animated PNG or WebP (Pillow composes them), timed by their durations."""
+    from PIL import Image, ImageSequence
+
+    t, read = 0.0, 0
+    try:
+        with Image.open(path) as im:
+            for index, frame in enumerate(ImageSequence.Iterator(im)):
+                read += 1
+                duration = float(frame.info.get("duration") or 100) / 1000.0
+                here, t = t, t + duration
+                if start is not None and here < start - 1e-6:
+                    continue
+                if end is not None and here >= end:
+                    break
+                if index % every:
+                    continue
+                yield Frame(str(path), index, here, np.ascontiguousarray(np.asarray(frame.convert("RGB"))))
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise MediaError(path, f"decoding the animation failed ({exc})", read) from None
+
+
 def iter_frames(path, *, every: int = 1, start: float | None = None, end: float | None = None) -> Iterator[Frame]:
-    """Frames of one input: the single frame of an image, or the decoded frames of a video."""
+    """Frames of one input: the single frame of an image, or the decoded frames of a video
+    (an animated GIF through FFmpeg, an animated PNG or WebP through Pillow)."""
     if media_kind(path) == "image":
         yield Frame(str(path), 0, 0.0, read_image(path))
+    elif Path(path).suffix.lower() in (".png", ".webp"):
+        yield from iter_animation(path, every=every, start=start, end=end)
     else:
         yield from iter_video(path, every=every, start=start, end=end)
 
@@ -302,6 +331,8 @@ def count_frames(path, *, every: int = 1, start: float | None = None, end: float
     """Expected number of yielded frames (for a progress bar); ``None`` when unknown."""
     if media_kind(path) == "image":
         return 1
+    if Path(path).suffix.lower() in (".png", ".webp"):
+        return None  # an animation: counted while it is read
     try:
         info = probe_video(path)
     except MediaError:
