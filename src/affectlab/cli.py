@@ -424,6 +424,10 @@ def evaluate_cmd(
     smooth_level: str = typer.Option(
         "auto", "--smooth-level", help="auto, features (before the last FC, e.g. SMM) or outputs."
     ),
+    detect_faces: bool = typer.Option(
+        False, "--detect-faces", help="The images are uncropped photos: find and crop each face as analyze does."
+    ),
+    detector: str = typer.Option("auto", "--detector", help="Detector for --detect-faces: auto, yunet or haar."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
     """Evaluate a trained model on a dataset with the metrics of the papers it implements.
@@ -437,6 +441,10 @@ def evaluate_cmd(
     cross-validation over the videos (stored in the run for `--smooth stored` and
     `analyze --smooth auto`). Example: `affectlab evaluate --model runs/smm
     --data manifest:val_clips/labels.csv --smooth auto --protocol abaw`.
+
+    Photographs that are not face crops: `--detect-faces` finds each face with the
+    detector analyze uses (YuNet when present) and crops it as the model's framing says,
+    so the figures are what `affectlab analyze` gives on the same photos.
     """
     from rich.markup import escape
     from rich.table import Table
@@ -446,8 +454,12 @@ def evaluate_cmd(
     result = run_evaluation(
         model, data, json_out=json_out, predictions_out=predictions, plots=plots, per_class=per_class,
         protocol=protocol, batch_size=batch_size, num_workers=num_workers, progress=not quiet,
-        smooth=smooth, smooth_level=smooth_level,
+        smooth=smooth, smooth_level=smooth_level, detect_faces=detect_faces, detector=detector,
     )
+    if result.framing is not None:
+        f = result.framing
+        console.print(f"faces found by {f['detector']} in {f['images'] - f['no_face']} of {f['images']} images "
+                      f"(framing {f['framing']['kind']}; no face: the whole image)", highlight=False)
     if result.smoothing is not None:
         chosen = ", ".join(f"{t} {mu:g}" for t, mu in result.smoothing["mu"].items())
         console.print(f"smoothing ({result.smoothing['level']}) mu: {chosen}", highlight=False)
@@ -639,6 +651,10 @@ def extract_cmd(
     devices: int = typer.Option(1, "--devices", min=1, help="Processes (CPU) or GPUs per node: Lightning DDP ranks."),
     num_nodes: int = typer.Option(1, "--num-nodes", min=1, help="Nodes of a multi-node DDP extraction."),
     strategy: Optional[str] = typer.Option(None, "--strategy", help="Lightning strategy with several ranks (ddp)."),
+    detect_faces: bool = typer.Option(
+        False, "--detect-faces", help="The images are uncropped photos: find and crop each face as analyze does."
+    ),
+    detector: str = typer.Option("auto", "--detector", help="Detector for --detect-faces: auto, yunet or haar."),
 ):
     """Encode a dataset once with a frozen backbone into a resumable feature store.
 
@@ -667,8 +683,17 @@ def extract_cmd(
             f"{backbone} without weights would encode with random weights: pass --weights FILE, --pretrained "
             f"(the library's standard weights){tagged}, or --random-init for a random-weight control"
         )
+    data, encoder = spec, backbone
+    if detect_faces:
+        from affectlab.data.datasets import load_dataset
+        from affectlab.features.backbones import create_backbone
+        from affectlab.runtime.framing import set_framing
+
+        data = load_dataset(spec)
+        encoder = create_backbone(backbone, weights=weights, pretrained=pretrained)
+        set_framing(data, encoder.preprocessing, detector=detector, progress=not quiet)
     store = extract_features(
-        spec, backbone, out, weights=weights, pretrained=pretrained, batch_size=batch_size, dtype=dtype, patch=patch,
+        data, encoder, out, weights=weights, pretrained=pretrained, batch_size=batch_size, dtype=dtype, patch=patch,
         num_workers=num_workers, device=device, overwrite=overwrite, progress=not quiet, devices=devices,
         num_nodes=num_nodes, strategy=strategy, chunk_rows=chunk_rows,
     )

@@ -412,6 +412,7 @@ class AffectDataset(LabeledDataset):
         if image_size is not None and (not isinstance(image_size, (int, np.integer)) or image_size <= 0):
             raise ConfigError(f"image_size must be a positive integer, got {image_size!r}")
         self.transform = transform
+        self.framer: Callable | None = None
         self.image_size = None if image_size is None else int(image_size)
         self.crop = bool(crop)
         if images is not None:
@@ -427,8 +428,28 @@ class AffectDataset(LabeledDataset):
         self.transform = transform
         return self
 
+    def set_framer(self, framer: Callable | None) -> "AffectDataset":
+        """Frame faces with ``framer`` instead of cropping to the box columns (in place).
+
+        ``framer(image, key, box)`` gets the whole photograph (uint8 HWC RGB), a key that
+        names the image (its path; ``"<name>#<row>"`` for in-memory images) for caching,
+        and the row's face box ``x, y, w, h`` or ``None``; it returns the face crop.
+        :func:`affectlab.runtime.framing.set_framing` builds one that detects faces the
+        way ``affectlab analyze`` does. ``None`` restores the box crop.
+        """
+        if framer is not None and not callable(framer):
+            raise ConfigError(f"framer must be callable, got {type(framer).__name__}")
+        self.framer = framer
+        return self
+
+    def frame_key(self, i: int) -> str:
+        """The name :attr:`framer` caches row ``i``'s faces under."""
+        if self._row_arrays.get("images") is not None:
+            return f"{self.name}#{i}"
+        return str(self._paths[i])
+
     def read_rgb(self, i: int) -> np.ndarray | None:
-        """Row ``i``'s image as uint8 HWC RGB, face box applied, no transform; ``None`` if unreadable."""
+        """Row ``i``'s image as uint8 HWC RGB, face box (or framer) applied, no transform; ``None`` if unreadable."""
         images = self._row_arrays.get("images")
         if images is not None:
             image = to_rgb(images[i])
@@ -436,7 +457,11 @@ class AffectDataset(LabeledDataset):
             image = read_image(self._paths[i])
             if image is None:
                 return None
-        if self.crop and self._boxes is not None and np.isfinite(self._boxes[i]).all():
+        has_box = self.crop and self._boxes is not None and np.isfinite(self._boxes[i]).all()
+        framer = getattr(self, "framer", None)
+        if framer is not None:
+            return framer(image, self.frame_key(i), self._boxes[i] if has_box else None)
+        if has_box:
             image = crop_box(image, *self._boxes[i])
         return image
 

@@ -48,6 +48,8 @@ class EvaluationResult:
     files: dict = field(default_factory=dict)
     #: ``evaluate(smooth=...)``: level, mu per task and the search (:mod:`affectlab.evaluate.smoothing`)
     smoothing: dict | None = None
+    #: ``evaluate(detect_faces=True)``: detector, images and images without a face
+    framing: dict | None = None
 
 
 def shared_label_space(model_space: LabelSpace, data_space: LabelSpace) -> LabelSpace:
@@ -147,6 +149,8 @@ def evaluate(
     device: str | None = None,
     smooth=None,
     smooth_level: str = "auto",
+    detect_faces: bool = False,
+    detector: Any = "auto",
 ) -> EvaluationResult:
     """Evaluate a trained model on a dataset with the metrics of DESIGN.md.
 
@@ -172,6 +176,13 @@ def evaluate(
         videos (see :mod:`affectlab.evaluate.smoothing`).
     smooth_level : {"auto", "features", "outputs"}
         Smooth the features before the last FC (methods that expose them) or the outputs.
+    detect_faces : bool
+        The images are uncropped photographs: find the face with ``detector`` and crop it
+        as the model's framing says, exactly as ``affectlab analyze`` does (one face per
+        image: the largest, or the one at the row's face box), so the metrics are those
+        analyze delivers (:mod:`affectlab.runtime.framing`).
+    detector : str or callable
+        The detector for ``detect_faces`` (``"auto"``: YuNet when present, else Haar).
 
     Returns
     -------
@@ -217,6 +228,15 @@ def evaluate(
     ds = ds.with_label_space(space)
     if info.get("preprocessing") is not None:
         set_transform(ds, preprocessing_transform(info["preprocessing"], info.get("transform", {}).get("eval"), False))
+    framing = None
+    if detect_faces:
+        if info.get("preprocessing") is None:
+            raise ConfigError("detect_faces needs an image model; this model works on cached features")
+        from affectlab.runtime.framing import set_framing
+
+        framer = set_framing(ds, info["preprocessing"], detector=detector, progress=progress)
+        framing = {"detector": framer.detector_name, "framing": framer.framing.to_dict(), "images": framer.cached,
+                   "no_face": len(framer.missed)}
     check_inputs(type(method), [ds])  # images for image models, cached features for feature models
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     method.to(dev).eval()
@@ -277,7 +297,8 @@ def evaluate(
         if key in values and len(values[key]) == len(table):
             table[key] = pd.Series(np.asarray(values[key]), dtype=dtype)
     return EvaluationResult(
-        metrics=metrics, predictions=table, label_space=space, confusion=confusion, skipped=skipped, smoothing=smoothing
+        metrics=metrics, predictions=table, label_space=space, confusion=confusion, skipped=skipped, smoothing=smoothing,
+        framing=framing,
     )
 
 
@@ -339,6 +360,8 @@ def run_evaluation(
     progress: bool = True,
     smooth=None,
     smooth_level: str = "auto",
+    detect_faces: bool = False,
+    detector: Any = "auto",
 ) -> EvaluationResult:
     """What ``affectlab evaluate`` does: :func:`evaluate`, then write the requested files.
 
@@ -356,7 +379,7 @@ def run_evaluation(
         )
     result = evaluate(
         model, data, batch_size=batch_size, protocol=protocol, num_workers=num_workers, progress=progress,
-        smooth=smooth, smooth_level=smooth_level,
+        smooth=smooth, smooth_level=smooth_level, detect_faces=detect_faces, detector=detector,
     )
     if result.smoothing is not None and "search" in result.smoothing:
         # --smooth auto: keep the chosen mu with the model (evaluate --smooth stored, analyze --smooth auto)

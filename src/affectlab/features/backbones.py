@@ -88,8 +88,18 @@ class Preprocessing:
     std: tuple[float, float, float] = IMAGENET_STD
     normalize: str = "imagenet"
     interpolation: str = "bilinear"
+    #: How a face is cropped from a photograph before all this (``{"kind": "box", "margin":
+    #: 0.2}`` or ``{"kind": "aligned", "scale": 0.8}``; see :mod:`affectlab.perception.align`).
+    #: ``None``: box + margin 0.2, what models without the key were trained on.
+    framing: Any = None
 
     def __post_init__(self):
+        if self.framing is not None:
+            if not isinstance(self.framing, Mapping) or self.framing.get("kind") not in ("box", "aligned"):
+                raise ConfigError(
+                    f"preprocessing framing must be a mapping with kind 'box' or 'aligned', got {self.framing!r}"
+                )
+            object.__setattr__(self, "framing", dict(self.framing))
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
         if int(self.input_size) < 8:
@@ -121,13 +131,15 @@ class Preprocessing:
         d = asdict(self)
         d["mean"] = list(self.mean)
         d["std"] = list(self.std)
+        if d["framing"] is None:
+            del d["framing"]  # files written before framing existed compare equal
         return d
 
     @classmethod
     def from_dict(cls, d: "Preprocessing | Mapping[str, Any]") -> "Preprocessing":
         if isinstance(d, Preprocessing):
             return d
-        known = {"input_size", "mean", "std", "normalize", "interpolation"}
+        known = {"input_size", "mean", "std", "normalize", "interpolation", "framing"}
         unknown = set(d) - known
         if unknown:
             raise ConfigError(f"unknown preprocessing keys {sorted(unknown)}; expected {sorted(known)}")

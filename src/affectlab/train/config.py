@@ -133,6 +133,12 @@ class TrainConfig(BaseModel):
     eval_transform: Optional[str] = None
     image_size: Optional[int] = Field(None, ge=8)
     normalize: Optional[str] = None
+    # how faces are cropped, recorded in the model's preprocessing so analyze frames alike:
+    # "box", "aligned" or a mapping (affectlab.perception.align.Framing); None: box + margin 0.2
+    framing: Optional[Union[str, dict]] = None
+    # the training images are uncropped photographs: detect and frame each face as analyze does
+    detect_faces: bool = False
+    detector: str = "auto"
     sampler: Literal["shuffle", "balanced", "balanced-subset", "multitask"] = "shuffle"
     balanced_per_class: Optional[int] = Field(None, ge=1)
     monitor: str = "auto"

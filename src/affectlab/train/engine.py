@@ -205,6 +205,11 @@ def train(
             set_transform(d, preprocessing_transform(preprocessing, transform_info["train"], True))
         for d in val_sets:
             set_transform(d, preprocessing_transform(preprocessing, transform_info["eval"], False))
+        if cfg.detect_faces:
+            from affectlab.runtime.framing import set_framing
+
+            # faces found once here (cached per path), before any DataLoader worker starts
+            set_framing([*train_sets, *val_sets], preprocessing, detector=cfg.detector, progress=progress)
     name = cfg.monitor_name
     needed = MONITORABLE.get(name)
     if needed is not None and needed not in space.tasks:

@@ -96,6 +96,11 @@ def model_preprocessing(method, cfg: TrainConfig) -> dict[str, Any] | None:
         pre = Preprocessing.named(cfg.normalize, pre.input_size, pre.interpolation)
     if cfg.image_size is not None:
         pre = Preprocessing.from_dict({**pre.to_dict(), "input_size": cfg.image_size})
+    if cfg.framing is not None:
+        from affectlab.perception.align import Framing
+
+        spec = {"kind": cfg.framing} if isinstance(cfg.framing, str) else cfg.framing
+        pre = Preprocessing.from_dict({**pre.to_dict(), "framing": Framing.from_dict(spec).to_dict()})
     return pre.to_dict()
 
 
