@@ -1,10 +1,8 @@
 """Media -> faces -> model -> per-frame affect table, plots, annotated video, report.
 
-``affectlab.analyze(inputs, model=...)`` is the entry point (:func:`affectlab.analyze.api.analyze`).
-This package shares its name with that function, and Python binds ``affectlab.analyze``
-to the package as soon as any of its modules is imported; so the package itself is
-made callable and forwards the call to the function. ``affectlab.analyze(...)`` thus
-works whatever was imported before.
+``affectlab.analyze(inputs, model=...)`` is the entry point (:func:`affectlab.analyze.api.analyze`);
+it is a function of the top-level package, which imports this package first so the name
+stays the function (import this package's modules by their full names).
 
 Modules: :mod:`~affectlab.analyze.inputs` (files, folders, globs, frame streaming),
 :mod:`~affectlab.perception.detectors` (registry, Haar, ``none``),
@@ -17,8 +15,6 @@ Modules: :mod:`~affectlab.analyze.inputs` (files, folders, globs, frame streamin
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 
 _LAZY = {
     "AffectTable": "affectlab.analyze.table",
@@ -33,13 +29,3 @@ def __getattr__(name: str):
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'affectlab.analyze' has no attribute {name!r}")
-
-
-class _CallablePackage(types.ModuleType):
-    def __call__(self, *args, **kwargs):
-        from affectlab.analyze.api import analyze
-
-        return analyze(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallablePackage

@@ -159,6 +159,14 @@ def _normalize_name(mean, std) -> str:
     return "custom"
 
 
+def _check_images(module: "Backbone", args) -> None:
+    # every backbone takes a batch of RGB images; anything else is a caller's mistake, said in one line
+    x = args[0] if args else None
+    if not torch.is_tensor(x) or x.ndim != 4 or x.shape[1] != 3 or not x.is_floating_point():
+        what = f"shape {tuple(x.shape)} ({x.dtype})" if torch.is_tensor(x) else type(x).__name__
+        raise ModelError(f"backbone {module.name!r} takes float images [B, 3, H, W], got {what}")
+
+
 class Backbone(nn.Module, abc.ABC):
     """An image encoder: ``forward(x [B, 3, H, W]) -> dict`` of features.
 
@@ -193,6 +201,7 @@ class Backbone(nn.Module, abc.ABC):
         self.preprocessing = preprocessing
         #: name, sha256 and source of the weights it started from (None: random initialisation)
         self.weights_info: dict[str, str] | None = None
+        self.register_forward_pre_hook(_check_images)
 
     @abc.abstractmethod
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -394,7 +394,10 @@ class FaceApiExpression(Method):
         return self.backbone(image)["global"]
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> Outputs:
-        feats = self.features(batch["image"])
+        image = batch.get("image") if isinstance(batch, Mapping) else None
+        if image is None:
+            raise ModelError("the face-api expression net needs batch['image'] (pixels [B, 3, 112, 112])")
+        feats = self.features(image)
         logits = self.net.fc(feats)
         return Outputs(expr_logits=logits[:, self.column], extras={"features": feats})
 

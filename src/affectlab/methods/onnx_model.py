@@ -123,7 +123,10 @@ class OnnxModel(Method):
         return clone.train(self.training)
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> Outputs:
-        image = batch["image"]
+        image = batch.get("image") if isinstance(batch, Mapping) else None
+        if not torch.is_tensor(image) or image.ndim != 4 or image.shape[1] != 3:
+            what = f"shape {tuple(image.shape)}" if torch.is_tensor(image) else "no image"
+            raise ModelError(f"onnx model: needs batch['image'] as [B, 3, H, W] pixels, got {what}")
         x = np.ascontiguousarray(image.detach().cpu().numpy(), dtype=np.float32)
         out = self.session().run(None, {self.config.input_name: x})[0]
         out = torch.from_numpy(np.asarray(out, dtype=np.float32)).to(image.device)

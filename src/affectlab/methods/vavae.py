@@ -163,6 +163,9 @@ class VAVAEMethod(Method):
                 f"{', '.join(label_space.tasks)}. Train the vanilla VAE with --set regularize=false, or give the "
                 "data VA first (affectlab transfer-va)"
             )
+        if label_space.va:
+            # what it predicts: valence and arousal (expressions and AUs are for the probes of the evaluation)
+            self.label_space = label_space.restrict(["va"])
         from affectlab.features.backbones import Preprocessing
 
         self.preprocessing = Preprocessing.named("none", cfg.image_size)

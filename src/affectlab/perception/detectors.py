@@ -159,7 +159,25 @@ def create_detector(name: str | Detector = "haar", **options: Any) -> Detector:
         return name
     if name not in _DETECTORS:
         raise ConfigError(f"unknown face detector {name!r}; available: {', '.join(available_detectors())}")
-    return _DETECTORS[name](**options)
+    return CheckedDetector(name, _DETECTORS[name](**options))
+
+
+class CheckedDetector:
+    """A registered detector behind the input check every detector shares (attributes pass through)."""
+
+    def __init__(self, name: str, detector: Detector):
+        self.name = name
+        self.detector = detector
+
+    def __call__(self, image, *args, **kwargs):
+        shape = getattr(image, "shape", None)
+        if shape is None or len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (1, 3, 4)) or 0 in shape:
+            what = f"shape {tuple(shape)}" if shape is not None else type(image).__name__
+            raise ConfigError(f"face detector {self.name!r} takes an H x W x 3 RGB image, got {what}")
+        return self.detector(image, *args, **kwargs)
+
+    def __getattr__(self, attr):
+        return getattr(self.__dict__["detector"], attr)
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
