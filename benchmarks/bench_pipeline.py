@@ -105,7 +105,7 @@ def run_plain(video: str, out: str) -> dict:
     from affectlab.perception.detectors import Faces
     from affectlab.perception.landmarks import FaceLandmarker
     from affectlab.perception.pose import GEOMETRY_MEMBER, HeadPose
-    from affectlab.predictor import Predictor
+    from affectlab.runtime.predictor import Predictor
     from affectlab.runtime.assets import asset_path
 
     torch.set_num_threads(1)

@@ -26,7 +26,7 @@ def test_frames_come_in_order_with_their_detections():
     got = [(f.index, found) for f, found, _d, _t in ahead]
     assert got == [(i, i * 10) for i in range(50)]
     ahead.close()
-    assert closed == ["affectlab-detect-ahead"]  # closed by the worker that ran it
+    assert closed == ["affectlab-read-ahead"]  # closed by the worker that ran it
 
 
 def test_a_decode_error_is_raised_at_its_frame_and_a_detector_error_comes_with_its_frame():
@@ -54,4 +54,9 @@ def test_close_mid_way_stops_the_worker_and_closes_the_decoder():
     ahead = DetectAhead(_frames(10_000, closed), lambda image: image, depth=2)
     next(ahead)
     ahead.close()
-    assert not ahead._thread.is_alive() and closed == ["affectlab-detect-ahead"]
+    assert not ahead._thread.is_alive() and closed == ["affectlab-read-ahead"]
+    closed = []
+    ahead = DetectAhead(_frames(10_000, closed), lambda image: image, depth=2, read_ahead=False)
+    next(ahead)
+    ahead.close()
+    assert closed == ["affectlab-detect-ahead"]
