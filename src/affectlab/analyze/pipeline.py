@@ -146,7 +146,7 @@ class Analyzer:
         Decode and detect video frames in a worker thread, a few frames ahead (see
         :mod:`affectlab.analyze.ahead`); ``False`` runs everything in this thread.
     threads : int, optional
-        PyTorch intra-op threads during the run (restored afterwards). A small model on
+        PyTorch intra-op threads and OpenCV threads during the run (restored afterwards). A small model on
         a few crops per batch gains little from threads, and on a busy machine extra
         threads cost more than they give; ``None`` keeps PyTorch's setting.
     """
@@ -223,6 +223,14 @@ class Analyzer:
 
             previous_threads = torch.get_num_threads()
             torch.set_num_threads(self.threads)
+        previous_cv2 = None
+        if self.threads is not None:
+            import cv2
+
+            # the detector runs in its own thread already (DetectAhead): OpenCV's own pool on
+            # top of it only fights the other stages for the cores
+            previous_cv2 = cv2.getNumThreads()
+            cv2.setNumThreads(self.threads)
         close_errors: list[str] = []
         try:
             with bar:
@@ -250,6 +258,10 @@ class Analyzer:
                 import torch
 
                 torch.set_num_threads(previous_threads)
+            if previous_cv2 is not None:
+                import cv2
+
+                cv2.setNumThreads(previous_cv2)
         if close_errors:
             raise OutputError("; ".join(close_errors))
         return stats
