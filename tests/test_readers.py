@@ -226,6 +226,24 @@ def test_abaw_mtl_merges_by_video_and_frame(abaw):
         load_dataset(f"abaw:{abaw}:val", tasks="VA")
 
 
+def test_abaw_reader_options_in_the_spec_and_frame_subsampling(abaw):
+    """abaw:ROOT:Train?tasks=AU (the documented ABAW3 spec) and ?every=N keep every N-th frame."""
+    au = load_dataset(f"abaw:{abaw}:Train?tasks=AU")
+    assert au.label_space.tasks == ("au",) and list(au.labels["video"]) == ["vid2"]
+    va = load_dataset(f"abaw:{abaw}:Train?tasks=VA&every=2")
+    assert list(va.labels["frame"]) == [1, 3, 5]  # frames 1, 3, 5 (2 has no label, 4 no image anyway)
+    both = load_dataset(f"abaw:{abaw}:Train?tasks=VA+EXPR&every=4")
+    assert list(both.labels["frame"]) == [1, 5]
+    # a keyword option wins over the spec; a bad option or value is one clear line
+    assert load_dataset(f"abaw:{abaw}:Train?tasks=AU", tasks="VA").label_space.tasks == ("va",)
+    with pytest.raises(ConfigError, match="every must be a positive integer"):
+        load_dataset(f"abaw:{abaw}:Train?every=0")
+    with pytest.raises(ConfigError, match="unknown option"):
+        load_dataset(f"abaw:{abaw}:Train?task=AU")
+    with pytest.raises(DatasetError, match="not key=value"):
+        load_dataset(f"abaw:{abaw}:Train?AU")
+
+
 def test_abaw_malformed_rows_and_codes(abaw):
     ex = abaw / "Third ABAW Annotations" / "EXPR_Classification_Challenge" / "Train_Set" / "vid1.txt"
     ex.write_text("Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise,Other\n4\n9\n")

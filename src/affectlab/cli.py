@@ -296,6 +296,11 @@ def train_cmd(
     tasks: Optional[str] = typer.Option(None, "--tasks", help="Descriptors to learn, e.g. expr,va,au."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Number of epochs."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Batch size per process."),
+    global_batch_size: Optional[int] = typer.Option(
+        None, "--global-batch-size", min=1,
+        help="Batch over all DDP processes (split evenly; keeps a paper's effective batch on many GPUs).",
+    ),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Iteration budget (stops before --epochs)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (same seed, same result on the CPU)."),
     sets: Optional[List[str]] = typer.Option(
@@ -336,7 +341,7 @@ def train_cmd(
     result = run_training(
         method=method, train_specs=train, val_specs=val, out=out, preset=preset, resume=resume,
         sets=sets or (), progress=not quiet, backbone=backbone, tasks=tasks, epochs=epochs,
-        batch_size=batch_size, lr=lr, seed=seed, devices=dev, num_nodes=num_nodes, strategy=strategy,
+        batch_size=batch_size, global_batch_size=global_batch_size, max_steps=max_steps, lr=lr, seed=seed, devices=dev, num_nodes=num_nodes, strategy=strategy,
         accelerator=accelerator, num_workers=num_workers, **(extra or {}),
     )
     from lightning.fabric.utilities.rank_zero import rank_zero_only

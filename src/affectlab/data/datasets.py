@@ -146,9 +146,32 @@ class DatasetSpec:
     fixed_options: tuple = ()
     #: the format name as written (an alias such as ``affectnet7``), for display
     prefix: str = ""
+    #: reader options given in the spec after ``?`` (``abaw:/data:Train?tasks=AU&every=10``)
+    options: tuple = ()
 
     def __str__(self) -> str:
-        return f"{self.prefix or self.format}:{self.path}" + (f":{self.split}" if self.split else "")
+        query = "&".join(f"{k}={v}" for k, v in self.options)
+        return (f"{self.prefix or self.format}:{self.path}" + (f":{self.split}" if self.split else "")
+                + (f"?{query}" if query else ""))
+
+
+def _parse_query(spec: str, query: str) -> tuple:
+    """``tasks=AU&every=10`` -> (("every", 10), ("tasks", "AU")); values are YAML scalars."""
+    import yaml
+
+    out = {}
+    for item in query.split("&"):
+        if not item.strip():
+            continue
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise DatasetError(f"dataset spec {spec!r}: reader option {item!r} is not key=value (e.g. ?tasks=AU&every=10)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        out[key.strip()] = value
+    return tuple(sorted(out.items()))
 
 
 def parse_spec(spec: str | os.PathLike) -> DatasetSpec:
@@ -164,6 +187,10 @@ def parse_spec(spec: str | os.PathLike) -> DatasetSpec:
     if not isinstance(spec, str) or not spec.strip():
         raise DatasetError(f"a dataset spec must be a non-empty string like 'affectnet:/data/AffectNet:train', got {spec!r}")
     text = spec.strip()
+    query: tuple = ()
+    if "?" in text and not Path(text).exists():
+        text, _, q = text.partition("?")
+        query = _parse_query(spec, q)
     lookup = _format_lookup()
     head, sep, rest = text.partition(":")
     fmt_key = head.strip().lower()
@@ -174,7 +201,7 @@ def parse_spec(spec: str | os.PathLike) -> DatasetSpec:
         path_text, split = _split_path_and_split(rest)
         if not path_text:
             raise DatasetError(f"dataset spec {spec!r} has no path; expected FORMAT:PATH[:SPLIT]")
-        return DatasetSpec(info.name, Path(path_text).expanduser(), split, tuple(sorted(fixed.items())), fmt_key)
+        return DatasetSpec(info.name, Path(path_text).expanduser(), split, tuple(sorted(fixed.items())), fmt_key, query)
     if sep and not is_drive and re.fullmatch(r"[A-Za-z][A-Za-z0-9_+\-]*", head) and not Path(text).exists():
         raise DatasetError(
             f"unknown dataset format {head!r} in spec {spec!r}; valid formats: {', '.join(sorted(lookup))} "
@@ -182,7 +209,7 @@ def parse_spec(spec: str | os.PathLike) -> DatasetSpec:
         )
     # bare path: a manifest file or a folder with labels.csv, optionally ":SPLIT"
     path_text, split = _split_path_and_split(text) if not Path(text).exists() else (text, None)
-    return DatasetSpec("manifest", Path(path_text).expanduser(), split)
+    return DatasetSpec("manifest", Path(path_text).expanduser(), split, options=query)
 
 
 def _split_path_and_split(rest: str) -> tuple[str, str | None]:
@@ -208,7 +235,8 @@ def load_dataset(
         ``FORMAT:PATH[:SPLIT]``, e.g. ``affectnet:/data/AffectNet:train``,
         ``affectnet7:/data/AffectNet:val``, ``rafdb:/data/RAF-DB:test``,
         ``abaw:/data/ABAW3:Validation``, ``manifest:out/labels.csv``,
-        ``imagefolder:/data/faces``, ``ckplus:../shared/data/ckplus48``; or a bare path to
+        ``imagefolder:/data/faces``, ``ckplus:../shared/data/ckplus48``, with reader options
+        after ``?`` (``abaw:/data/ABAW3:Train?tasks=AU&every=10``); or a bare path to
         a ``.csv`` / ``.parquet`` manifest or a folder holding ``labels.csv``. Without
         SPLIT, a format with fixed splits loads all of them (column ``split`` tells them
         apart). ``affectlab datasets`` lists the formats, splits and options.
@@ -240,6 +268,8 @@ def load_dataset(
     parsed = spec if isinstance(spec, DatasetSpec) else parse_spec(spec)
     _ensure_readers()
     info = READERS[parsed.format]
+    for k, v in parsed.options:  # options in the spec; explicit keyword options win
+        options.setdefault(k, v)
     reader_defaults = info.options
     unknown = sorted(set(options) - set(reader_defaults) - set(_GENERIC_OPTIONS))
     if unknown:

@@ -160,3 +160,20 @@ def _last_checkpoint_class():
 
 def last_checkpoint(path: Path):
     return _last_checkpoint_class()(path)
+
+
+def step_budget(max_steps: int):
+    """A callback that ends training at ``max_steps`` optimiser steps *with* a validation.
+
+    Lightning's own ``max_steps`` stops mid-epoch without validating, so the run would
+    have no best model; asking the trainer to stop (``should_stop``) makes the epoch
+    loop validate first, and the run directory gets its model.ckpt and metrics.
+    """
+    from lightning.pytorch.callbacks import Callback
+
+    class StepBudget(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step >= max_steps:
+                trainer.should_stop = True
+
+    return StepBudget()

@@ -83,6 +83,13 @@ class TrainConfig(BaseModel):
         Dataset specs (several ``--train`` specs: one per uni-task dataset, for
         ``sampler: multitask``). Without ``val`` a subject-disjoint ``val_fraction`` of
         each training set is held out (random rows when the data has no ``subject``).
+    batch_size, global_batch_size : int
+        ``batch_size`` is per process; ``global_batch_size`` (when set) is the batch over
+        all DDP processes, split evenly (``devices x num_nodes`` must divide it), so a
+        multi-GPU run keeps a paper's effective batch.
+    max_steps : int or None
+        Iteration budget (optimiser steps); training stops at ``max_steps`` or after
+        ``epochs``, whichever comes first (SMM-EmotionNet trains 3e5 iterations).
     optimizer : {"adamw", "sgd"}
         AdamW, or SGD with ``momentum`` (and ``nesterov``).
     scheduler : {"cosine", "none"}
@@ -118,6 +125,8 @@ class TrainConfig(BaseModel):
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(32, ge=1)
+    global_batch_size: Optional[int] = Field(None, ge=1)  # over all processes; overrides batch_size
+    max_steps: Optional[int] = Field(None, ge=1)  # an iteration budget (stops before epochs when reached)
     eval_batch_size: Optional[int] = Field(None, ge=1)
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = Field(1e-3, gt=0.0)
@@ -307,6 +316,10 @@ def resolve_config(
             data[key] = value
         else:
             method_sets[key] = value
+    explicit = {k for k, v in (options or {}).items() if v is not None} | set(overrides)
+    if "batch_size" in explicit and "global_batch_size" not in explicit:
+        # an explicit per-process batch replaces the preset's global one (never both silently)
+        data["global_batch_size"] = None
     try:
         cfg = TrainConfig(**data)
     except ValidationError as exc:

@@ -80,15 +80,29 @@ class AffectDataModule(L.LightningDataModule):
             **kwargs,
         )
 
+    def per_process_batch(self, world: int) -> int:
+        """The batch of one process: ``global_batch_size / world`` when a global batch is set
+        (a DDP run keeps the effective batch of the paper), else ``batch_size``."""
+        cfg = self.config
+        if cfg.global_batch_size is None:
+            return cfg.batch_size
+        if cfg.global_batch_size % world:
+            raise ConfigError(
+                f"global_batch_size {cfg.global_batch_size} does not split over {world} processes; "
+                "choose a multiple of devices x num_nodes (or set batch_size per process instead)"
+            )
+        return cfg.global_batch_size // world
+
     def train_dataloader(self) -> DataLoader:
         cfg = self.config
         world, rank = self._world()
         n = len(self.train_set)
+        batch_size = self.per_process_batch(world)
         if cfg.sampler == "multitask":
             from affectlab.data.samplers import MultiTaskBatchSampler
 
             batches = MultiTaskBatchSampler(
-                [len(d) for d in self.train_sets], cfg.batch_size, seed=cfg.seed, num_replicas=world, rank=rank
+                [len(d) for d in self.train_sets], batch_size, seed=cfg.seed, num_replicas=world, rank=rank
             )
             return self._loader(self.train_set, batch_sampler=batches)
         if cfg.sampler == "balanced":
@@ -107,8 +121,8 @@ class AffectDataModule(L.LightningDataModule):
         else:
             sampler = DistributedSampler(self.train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
         # a last batch of one sample breaks batch norm; drop the ragged tail when there is more
-        drop_last = n // world > cfg.batch_size
-        return self._loader(self.train_set, batch_size=cfg.batch_size, sampler=sampler, drop_last=drop_last)
+        drop_last = n // world > batch_size
+        return self._loader(self.train_set, batch_size=batch_size, sampler=sampler, drop_last=drop_last)
 
     def val_dataloader(self) -> DataLoader:
         cfg = self.config
@@ -117,4 +131,4 @@ class AffectDataModule(L.LightningDataModule):
         if world > 1:
             # padding repeats a few samples; the module drops repeated indices
             sampler = DistributedSampler(self.val_set, num_replicas=world, rank=rank, shuffle=False)
-        return self._loader(self.val_set, batch_size=cfg.eval_batch_size or cfg.batch_size, sampler=sampler)
+        return self._loader(self.val_set, batch_size=cfg.eval_batch_size or self.per_process_batch(world), sampler=sampler)

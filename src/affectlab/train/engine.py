@@ -221,12 +221,17 @@ def train(
     # -- trainer --------------------------------------------------------------------
     recorder = make_recorder(out, cfg, preprocessing, transform_info)
     cbs = [recorder, last_checkpoint(out / rundir.LAST_FILE), *callbacks]
+    if cfg.max_steps:
+        from affectlab.train.callbacks import step_budget
+
+        cbs.append(step_budget(cfg.max_steps))
     if progress:
         from lightning.pytorch.callbacks import RichProgressBar
 
         cbs.append(RichProgressBar(leave=True))
     trainer = L.Trainer(
         max_epochs=cfg.epochs,
+        max_steps=cfg.max_steps or -1,
         accelerator=cfg.accelerator,
         devices=cfg.devices,
         num_nodes=cfg.num_nodes,

@@ -66,15 +66,18 @@ def training_stats(datasets: Sequence, space: LabelSpace) -> dict[str, Any]:
 
 
 def holdout_split(dataset, fraction: float, seed: int):
-    """(train, validation): subject-disjoint when the labels have ``subject``, else random rows."""
+    """(train, validation): subject-disjoint when the labels have ``subject``, else
+    video-disjoint when they have ``video`` (frames of one video never on both sides), else
+    random rows."""
     labels = getattr(dataset, "labels", None)
     n = len(dataset)
     if n < 2:
         raise DatasetError(f"{dataset_name(dataset)} has {n} sample(s): too few to hold out a validation split; pass --val")
-    if labels is not None and "subject" in labels.columns and labels["subject"].nunique(dropna=True) >= 2:
-        train, val = dataset.split_by("subject", (1.0 - fraction, fraction), seed=seed)
-        if len(train) and len(val):
-            return train, val
+    for group in ("subject", "video"):
+        if labels is not None and group in labels.columns and labels[group].nunique(dropna=True) >= 2:
+            train, val = dataset.split_by(group, (1.0 - fraction, fraction), seed=seed)
+            if len(train) and len(val):
+                return train, val
     order = np.random.default_rng(seed).permutation(n)
     k = min(max(int(round(fraction * n)), 1), n - 1)
     return dataset.subset(np.sort(order[k:])), dataset.subset(np.sort(order[:k]))

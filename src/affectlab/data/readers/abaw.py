@@ -220,15 +220,21 @@ def read_task(root: Path, task: str, split: str, image_dir: Path, folders: dict[
     split_aliases={"train": "Train", "train_set": "Train", "val": "Validation", "validation_set": "Validation", "valid": "Validation"},
     aliases={"affwild2": {}, "aff-wild2": {}},
 )
-def read_abaw(root: Path, split: str, *, tasks: str | Sequence[str] | None = None) -> ReadResult:
+def read_abaw(root: Path, split: str, *, tasks: str | Sequence[str] | None = None, every: int = 1) -> ReadResult:
     """Read Aff-Wild2 annotations of one split.
 
     Parameters
     ----------
     tasks : str or sequence of str, optional
         ``"VA"``, ``"EXPR"``, ``"AU"``, several (``["VA", "EXPR"]`` or ``"VA+EXPR"``) or
-        ``"MTL"`` (all three). Default: every task whose folder exists.
+        ``"MTL"`` (all three). Default: every task whose folder exists. In a spec:
+        ``abaw:/data/ABAW3:Train?tasks=AU``.
+    every : int
+        Keep every ``every``-th frame of each video (frames 1, 1 + every, ...): consecutive
+        frames of a 30 fps video are nearly identical. In a spec: ``?every=10``.
     """
+    if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
+        raise ConfigError(f"abaw: every must be a positive integer (keep every N-th frame), got {every!r}")
     wanted = parse_tasks(tasks)
     image_dir = _image_dir(root)
     folders: dict[str, set[str]] = {}
@@ -248,6 +254,8 @@ def read_abaw(root: Path, split: str, *, tasks: str | Sequence[str] | None = Non
     merged = None
     for table in tables.values():
         merged = table if merged is None else merged.merge(table, on=["video", "frame"], how="outer")
+    if every > 1:
+        merged = merged.loc[(merged["frame"].astype(np.int64) - 1) % int(every) == 0]
     merged = merged.sort_values(["video", "frame"], kind="stable").reset_index(drop=True)
     n = len(merged)
     labels = pd.DataFrame(
