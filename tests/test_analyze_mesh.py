@@ -92,3 +92,17 @@ def test_faces_without_landmarks_keep_their_row_with_nan_and_one_note(assets_hom
     ok = np.isfinite(table.pose_yaw.to_numpy())
     assert ok.tolist() == [False, True, False]  # left to right: background, face, tiny
     assert np.isfinite(table.expr_neutral).all()  # the expression model still ran on every face
+
+
+def test_a_damaged_landmarker_asset_is_refused_not_used(tmp_path, monkeypatch):
+    import cv2
+
+    from affectlab.runtime.assets import ASSETS_DIR, AssetMissingError, affectlab_home
+
+    folder = affectlab_home() / ASSETS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "face_landmarker.task").write_bytes(b"PK\x03\x04" + b"\0" * 1000)  # wrong bytes
+    img = tmp_path / "x.png"
+    cv2.imwrite(str(img), np.full((64, 64, 3), 128, np.uint8))
+    with pytest.raises(AssetMissingError, match="face-landmarker.*damaged"):
+        affectlab.analyze([str(img)], progress=False, landmarks=True)
