@@ -53,7 +53,8 @@ def test_model_aus_keep_their_names_and_landmarker_aus_are_prefixed(assets_home)
 @pytest.mark.realdata
 def test_default_pipeline_gives_pose_aus_blendshapes_and_landmarks(assets_home, tmp_path):
     out = tmp_path / "t.parquet"
-    table = affectlab.analyze(_pair(), progress=False, blendshapes=True, landmarks=True, out=out)
+    table = affectlab.analyze(_pair(), progress=False, blendshapes=True, landmarks=True, out=out,
+                              report=tmp_path / "report")
     assert len(table) == 2 and (table.face == 0).all()
     for cols in (POSE_COLUMNS, AUS, BLENDSHAPE_COLUMNS, LANDMARK_COLUMNS):
         assert set(cols) <= set(table.columns)
@@ -65,6 +66,8 @@ def test_default_pipeline_gives_pose_aus_blendshapes_and_landmarks(assets_home, 
     assert table.x[0] < neutral.lm1_x < table.x[0] + table.w[0]
     assert table.model_info["sources"]["pose_*"] == "face-landmarker"
     assert "AU12" in table.au_names
+    index = (tmp_path / "report" / "index.html").read_text()
+    assert "columns from" in index and "pose_*" in index and "face-landmarker" in index
     import pandas as pd
 
     written = pd.read_parquet(out)

@@ -252,6 +252,7 @@ def analyze(
                           f"{Path(video_out).stem}_<name>{Path(video_out).suffix} beside {video_out}"
                           if overlay is not None else None),
             "created": time.strftime("%Y-%m-%d %H:%M"),
+            "sources": _sources_line(column_sources(predictor, info, stage)),
         }
         reporter = ReportSink(report, space.expressions, aus, analyzer.columns, inputs=named, run=run_info,
                               annotated=annotated)
@@ -317,6 +318,14 @@ def _mesh_stage(mesh, landmarks: bool, blendshapes: bool, model_aus):
     # asked for (or present): a missing or damaged asset raises AssetMissingError naming it
     return MeshStage(pose=mesh is not False, aus=mesh is not False, landmarks=landmarks, blendshapes=blendshapes,
                      model_aus=model_aus)
+
+
+def _sources_line(sources: Mapping[str, str]) -> str:
+    """``columns: source; ...`` grouped by source, for the report."""
+    by: dict[str, list[str]] = {}
+    for cols, src in sources.items():
+        by.setdefault(src, []).append(cols)
+    return "; ".join(f"{', '.join(cols)}: {src}" for src, cols in by.items())
 
 
 def column_sources(predictor, info, stage) -> dict[str, str]:

@@ -208,7 +208,7 @@ def _run_html(run: Mapping | None) -> str:
         return ""
     labels = [("model", "model"), ("detector", "face detector"), ("every", "frames"), ("window", "time window"),
               ("smoothing", "temporal smoothing"), ("table", "table"), ("annotated", "annotated videos"),
-              ("created", "created")]
+              ("sources", "columns from"), ("created", "created")]
     items = []
     for key, label in labels:
         value = run.get(key)
