@@ -338,15 +338,26 @@ def train_cmd(
         note = _default_preset_note(method, preset) if preset else None
     if resume is None and backbone is not None:
         train, val = _features_from_images(method, preset, backbone, train, val, feature_cache, not quiet)
-    result = run_training(
-        method=method, train_specs=train, val_specs=val, out=out, preset=preset, resume=resume,
-        sets=sets or (), progress=not quiet, backbone=backbone, tasks=tasks, epochs=epochs,
-        batch_size=batch_size, global_batch_size=global_batch_size, max_steps=max_steps, lr=lr, seed=seed, devices=dev, num_nodes=num_nodes, strategy=strategy,
-        accelerator=accelerator, num_workers=num_workers, **(extra or {}),
-    )
+    try:
+        result = run_training(
+            method=method, train_specs=train, val_specs=val, out=out, preset=preset, resume=resume,
+            sets=sets or (), progress=not quiet, backbone=backbone, tasks=tasks, epochs=epochs,
+            batch_size=batch_size, global_batch_size=global_batch_size, max_steps=max_steps, lr=lr, seed=seed,
+            devices=dev, num_nodes=num_nodes, strategy=strategy, accelerator=accelerator, num_workers=num_workers,
+            **(extra or {}),
+        )
+    except KeyboardInterrupt:
+        # one line, also with -q: where the run is and how to go on (last.ckpt holds the last finished epoch)
+        run = resume if resume is not None else out
+        console.print(f"[yellow]interrupted[/yellow]: continue with: affectlab train --resume {run}", highlight=False,
+                      soft_wrap=True)
+        raise typer.Exit(code=130) from None
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
-    if getattr(rank_zero_only, "rank", 0) == 0:
+    if getattr(rank_zero_only, "rank", 0) == 0 and not quiet:  # -q: nothing but errors
+        if result.skipped:
+            console.print(f"[yellow]{plural(result.skipped, 'unreadable image')} skipped[/yellow] in each epoch "
+                          "(they are left out of training and validation)", highlight=False)
         shown = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if isinstance(v, float))
         console.print(
             f"[green]run written to {result.run_dir}[/green]: best epoch {result.best_epoch} "
@@ -371,7 +382,8 @@ def _features_from_images(method, preset, backbone, train, val, cache, progress)
     specs = list(train or []) + list(val or [])
     if kind != "features" or not specs or all(is_feature_spec(s) for s in specs):
         return train, val
-    console.print(f"encoding the images with {backbone} for --method {name} (cached, resumable)", highlight=False)
+    if progress:
+        console.print(f"encoding the images with {backbone} for --method {name} (cached, resumable)", highlight=False)
     kw = dict(cache_dir=cache, progress=progress)
     return features_for_specs(train, backbone, **kw), features_for_specs(val, backbone, **kw)
 
@@ -476,6 +488,8 @@ def evaluate_cmd(
     Console().print(table)
     for kind, path in result.files.items():
         console.print(f"{kind}: {path}", highlight=False)
+    for line in getattr(result, "notes", ()):
+        console.print(f"[yellow]note:[/yellow] {line}", highlight=False, soft_wrap=True)
     if result.skipped:
         console.print(f"[yellow]{plural(result.skipped, 'unreadable image')} skipped[/yellow]")
 

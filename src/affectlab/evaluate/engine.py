@@ -50,6 +50,8 @@ class EvaluationResult:
     smoothing: dict | None = None
     #: ``evaluate(detect_faces=True)``: detector, images and images without a face
     framing: dict | None = None
+    #: what the user should know about the scoring, e.g. samples whose class the model does not know
+    notes: list = field(default_factory=list)
 
 
 def shared_label_space(model_space: LabelSpace, data_space: LabelSpace) -> LabelSpace:
@@ -225,6 +227,7 @@ def evaluate(
             f"{'; ' + ', '.join(model_space.aus) if model_space.aus else ''}), the data carry "
             f"{', '.join(ds.label_space.tasks) or 'no labels'}"
         )
+    notes = unscored_notes(ds, space)
     ds = ds.with_label_space(space)
     if info.get("preprocessing") is not None:
         set_transform(ds, preprocessing_transform(info["preprocessing"], info.get("transform", {}).get("eval"), False))
@@ -299,7 +302,41 @@ def evaluate(
     return EvaluationResult(
         metrics=metrics, predictions=table, label_space=space, confusion=confusion, skipped=skipped, smoothing=smoothing,
         framing=framing,
+        notes=notes,
     )
+
+
+def unscored_notes(ds, space: LabelSpace) -> list[str]:
+    """Say how many labelled samples are scored when some carry a class the model does not know.
+
+    Those samples cannot count for or against the model, so the expression metrics cover
+    the others only; without this note a score on 38 of 300 samples reads as a score on 300.
+    """
+    data_space = getattr(ds, "label_space", None)
+    targets = getattr(ds, "expr_targets", None)
+    if data_space is None or targets is None or "expr" not in space.tasks or data_space.multilabel:
+        return []
+    targets = np.asarray(targets)
+    labelled = targets[targets >= 0]
+    if not len(labelled):
+        return []
+    names = np.asarray(data_space.expressions, dtype=object)[labelled]
+    known = np.isin(names, np.asarray(space.expressions, dtype=object))
+    if known.all():
+        return []
+    unknown = _value_counts(names[~known])
+    listed = ", ".join(f"{name} ({count})" for name, count in unknown)
+    return [
+        f"expression scored on {int(known.sum())} of {len(labelled)} samples: the others have a class the model "
+        f"does not know ({listed})"
+    ]
+
+
+def _value_counts(values) -> list[tuple[str, int]]:
+    """(value, count) pairs, most frequent first."""
+    uniq, counts = np.unique(np.asarray(values, dtype=str), return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    return [(str(uniq[i]), int(counts[i])) for i in order]
 
 
 def native_va_metrics(metrics: Mapping[str, Any], data_name: str) -> dict[str, float]:

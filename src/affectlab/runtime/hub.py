@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -204,8 +205,11 @@ def resolve_model(model: str | os.PathLike | None) -> Path:
     return model_file(model)
 
 
-def build_method(payload: Mapping[str, Any]):
-    """Rebuild the method of a model payload and load its weights."""
+def build_method(payload: Mapping[str, Any], source: str | os.PathLike | None = None):
+    """Rebuild the method of a model payload and load its weights.
+
+    ``source`` (the file) is named in the error when the weights do not fit.
+    """
     from affectlab.data.schema import LabelSpace
     from affectlab.methods.base import get_method_class
 
@@ -217,10 +221,30 @@ def build_method(payload: Mapping[str, Any]):
     space = LabelSpace.from_dict(payload["label_space"])
     method = cls(space, config)
     state = payload["state_dict"]
-    missing, unexpected = method.load_state_dict(state, strict=False)
+    where = f"{source}: " if source is not None else ""
+    try:
+        missing, unexpected = method.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        # torch lists every mismatching tensor over many lines; one names the problem
+        found = re.search(r"size mismatch for ([\w.]+): copying a param with shape (torch\.Size\(\[[^\]]*\]\)) from "
+                          r"checkpoint, the shape in current model is (torch\.Size\(\[[^\]]*\]\))", str(exc))
+        if found is None:
+            raise ModelError(f"{where}the weights do not fit method {payload['method']!r} ({type(exc).__name__})") from None
+        def dims(text):
+            return "x".join(re.findall(r"\d+", text)) or "scalar"
+
+        n = str(exc).count("size mismatch")
+        held = [f"{len(space.expressions)} expressions"] if space.expressions else []
+        held += ["valence/arousal"] if space.va else []
+        held += [f"{len(space.aus)} AUs"] if space.aus else []
+        raise ModelError(
+            f"{where}the weights do not fit the model's label space ({', '.join(held) or 'empty'}): {found.group(1)} is "
+            f"{dims(found.group(2))} in the file, the label space needs {dims(found.group(3))}"
+            f"{f' ({n} tensors differ)' if n > 1 else ''}; the file's label_space does not describe its weights"
+        ) from None
     if missing or unexpected:
         raise ModelError(
-            f"the weights do not match method {payload['method']!r}: missing {sorted(missing)[:5]}, "
+            f"{where}the weights do not match method {payload['method']!r}: missing {sorted(missing)[:5]}, "
             f"unexpected {sorted(unexpected)[:5]} (was the model saved by another affectlab version?)"
         )
     method.load_extra_state(payload.get("extra_state") or {})
@@ -259,7 +283,7 @@ def load_model(path: str | os.PathLike):
 
     p = resolve_model(path)
     payload = read_payload(p)
-    method = build_method(payload)
+    method = build_method(payload, p)
     info = {
         "method": payload["method"],
         "method_config": dict(payload.get("method_config") or {}),

@@ -20,6 +20,7 @@ DDP (gloo on CPU, NCCL on GPUs). Only rank 0 writes the run directory.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
@@ -137,7 +138,7 @@ def train(
     out = Path(out)
     last = None
     if resume:
-        last = rundir.check_resumable(out)
+        last = rundir.check_resumable(out)  # None: no epoch had ended; the run starts again
     elif _is_rank_zero():
         rundir.check_new_run(out)
     method_cls = get_method_class(cfg.method)
@@ -159,6 +160,7 @@ def train(
         if len(d) == 0:
             raise DatasetError(f"training set {dataset_name(d)} is empty")
     space = training_label_space(train_sets, cfg.tasks)
+    check_several_classes(train_sets, space)
     train_sets = [d.with_label_space(space) for d in train_sets]
     val_src = val_data if val_data is not None else cfg.val
     if val_src is None:
@@ -229,35 +231,28 @@ def train(
         from lightning.pytorch.callbacks import RichProgressBar
 
         cbs.append(RichProgressBar(leave=True))
-    trainer = L.Trainer(
-        max_epochs=cfg.epochs,
-        max_steps=cfg.max_steps or -1,
-        accelerator=cfg.accelerator,
-        devices=cfg.devices,
-        num_nodes=cfg.num_nodes,
-        strategy=cfg.strategy,
-        precision=cfg.precision,
-        deterministic=cfg.deterministic,
-        gradient_clip_val=cfg.grad_clip,
-        accumulate_grad_batches=cfg.accumulate_grad_batches,
-        callbacks=cbs,
-        logger=False,
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        enable_checkpointing=False,  # RunRecorder writes model.ckpt, _LastCheckpoint last.ckpt
-        num_sanity_val_steps=0,
-        use_distributed_sampler=False,
-        default_root_dir=str(out),
-        log_every_n_steps=1,
-    )
-    quiet = [] if progress else [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric")]
-    levels = [q.level for q in quiet]
-    for q in quiet:
-        q.setLevel(logging.WARNING)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
-        warnings.filterwarnings("ignore", message=".*number of training batches.*")
+    with quiet_lightning():
+        trainer = L.Trainer(
+            max_epochs=cfg.epochs,
+            max_steps=cfg.max_steps or -1,
+            accelerator=cfg.accelerator,
+            devices=cfg.devices,
+            num_nodes=cfg.num_nodes,
+            strategy=cfg.strategy,
+            precision=cfg.precision,
+            deterministic=cfg.deterministic,
+            gradient_clip_val=cfg.grad_clip,
+            accumulate_grad_batches=cfg.accumulate_grad_batches,
+            callbacks=cbs,
+            logger=False,
+            enable_progress_bar=progress,
+            enable_model_summary=False,
+            enable_checkpointing=False,  # RunRecorder writes model.ckpt, _LastCheckpoint last.ckpt
+            num_sanity_val_steps=0,
+            use_distributed_sampler=False,
+            default_root_dir=str(out),
+            log_every_n_steps=1,
+        )
         threads = torch.get_num_threads()
         if cfg.threads is not None:
             # small CNNs on a shared CPU: extra OpenMP threads mostly wait for each other
@@ -266,8 +261,6 @@ def train(
             trainer.fit(module, datamodule=data, ckpt_path=str(last) if last is not None else None, weights_only=True)
         finally:
             torch.set_num_threads(threads)
-    for q, level in zip(quiet, levels):
-        q.setLevel(level)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
     if trainer.interrupted:
@@ -292,6 +285,67 @@ def train(
         result.monitor_value = float(info.get("monitor_value", float("nan")))
         result.epochs = len(pd_rows(out / rundir.LOG_FILE))
     return result
+
+
+#: Lightning's loggers: device banners, tips and "fit stopped" lines are INFO records
+_LIGHTNING_LOGGERS = (
+    "lightning.pytorch",
+    "lightning.fabric",
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+)
+
+
+@contextlib.contextmanager
+def quiet_lightning():
+    """Lightning's own output off while it runs: affectlab prints its bar and its summary.
+
+    Lightning's INFO records (GPU/TPU banners, the litlogger tip, "weights_only was not
+    set", "Trainer.fit stopped") are held back by raising its loggers to WARNING, and
+    its performance hints (``PossibleUserWarning``) and a torch deprecation Lightning
+    triggers are ignored, both only for the duration of the call.
+    """
+    from lightning.fabric.utilities.warnings import PossibleUserWarning
+
+    loggers = [logging.getLogger(n) for n in _LIGHTNING_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=PossibleUserWarning)
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
+            warnings.filterwarnings("ignore", message=".*number of training batches.*")
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def check_several_classes(train_sets, space: LabelSpace) -> None:
+    """Refuse to learn expressions from a training set holding one class only.
+
+    Its accuracy would be 1.0 and mean nothing; the message says which class and how to
+    train the other descriptors.
+    """
+    import numpy as np
+
+    if "expr" not in space.tasks or space.multilabel:
+        return
+    present: set[int] = set()
+    for d in train_sets:
+        targets = np.asarray(d.expr_targets)
+        present.update(int(t) for t in np.unique(targets[targets >= 0]))
+    if len(present) == 1:
+        name = space.expressions[present.pop()]
+        others = [t for t in space.tasks if t != "expr"]
+        hint = f"train the other descriptors only with --tasks {','.join(others)}, or " if others else ""
+        raise DatasetError(
+            f"the training data hold one expression class only ({name}): a classifier of one class is always "
+            f"right (accuracy 1.0) and learns nothing; {hint}add images of other classes"
+        )
 
 
 def pd_rows(path: Path) -> list[dict]:

@@ -135,7 +135,10 @@ class AffectModule(L.LightningModule):
         #: mean loss terms of the last training / validation epoch
         self.train_losses: dict[str, float] = {}
         self.val_losses: dict[str, float] = {}
+        #: unreadable images of one epoch (train + validation), the most over the epochs:
+        #: the same broken files are met again every epoch
         self.skipped = 0
+        self._epoch_skipped = {"train": 0, "val": 0}
 
     def forward(self, batch):
         return self.method(batch)
@@ -162,13 +165,14 @@ class AffectModule(L.LightningModule):
     # -- training -----------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
         self._train_sums, self._train_count = {}, 0
+        self._epoch_skipped["train"] = 0
         hook = getattr(self.method, "on_train_epoch_start", None)
         if callable(hook):
             hook(self.current_epoch)
 
     def training_step(self, batch, batch_idx):
         n = count_batch(batch)
-        self.skipped += int(batch.get("skipped", 0))
+        self._count_skipped("train", batch)
         if n == 0:
             return None  # every image of the batch was unreadable
         outputs = self.method(batch)
@@ -198,9 +202,15 @@ class AffectModule(L.LightningModule):
     # -- validation ---------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
         self._val_sums, self._val_count, self._val_parts = {}, 0, []
+        self._epoch_skipped["val"] = 0
+
+    def _count_skipped(self, stage: str, batch) -> None:
+        self._epoch_skipped[stage] += int(batch.get("skipped", 0))
+        self.skipped = max(self.skipped, sum(self._epoch_skipped.values()))
 
     def validation_step(self, batch, batch_idx):
         n = count_batch(batch)
+        self._count_skipped("val", batch)
         if n == 0:
             return None
         outputs = self.method(batch)

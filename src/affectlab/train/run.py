@@ -117,6 +117,11 @@ def check_new_run(run: str | os.PathLike) -> Path:
     if run.exists() and not run.is_dir():
         raise ConfigError(f"--out {str(run)!r} exists and is not a directory")
     taken = [name for name in (CONFIG_FILE, MODEL_FILE, LAST_FILE) if (run / name).exists()]
+    if taken == [CONFIG_FILE]:
+        raise ConfigError(
+            f"{str(run)!r} holds a run that stopped before its first epoch ended; start it again with "
+            f"--resume {run} (same settings) or choose another --out"
+        )
     if taken:
         raise ConfigError(
             f"{str(run)!r} already holds a run ({', '.join(taken)}); continue it with --resume {run} "
@@ -125,20 +130,39 @@ def check_new_run(run: str | os.PathLike) -> Path:
     return run
 
 
-def check_resumable(run: str | os.PathLike) -> Path:
-    """The ``last.ckpt`` of a run directory to resume from."""
+def check_resumable(run: str | os.PathLike) -> Path | None:
+    """The ``last.ckpt`` of a run directory to resume from.
+
+    ``None`` when the run stopped before its first epoch ended (``config.yaml`` but no
+    ``last.ckpt``): resuming it starts it again with its settings, so a run killed early
+    is never a dead end.
+
+    Raises
+    ------
+    ConfigError, ModelError
+        No run directory or config; a ``last.ckpt`` that is empty, truncated or not a
+        checkpoint (the message names it and says how to start the run again).
+    """
+    from affectlab.errors import ModelError, UnsafeModelError
+
     run = Path(run)
     if not run.is_dir():
         raise ConfigError(f"--resume {str(run)!r}: no such run directory")
     last = run / LAST_FILE
-    if not last.is_file():
-        raise ConfigError(
-            f"--resume {str(run)!r}: {LAST_FILE} is missing (the run stopped before its first epoch ended; "
-            "start it again)"
-        )
     read_config(run)
+    if not last.is_file():
+        return None
     from affectlab.modelfile import safe_load
 
-    # refuse a crafted file with affectlab's message before Lightning reads it
-    safe_load(last, "resumption checkpoint")
+    # refuse a damaged or crafted file with affectlab's message before Lightning reads it
+    if last.stat().st_size == 0:
+        raise ModelError(f"{last}: empty resumption checkpoint (0 bytes); delete it and --resume {run} starts the "
+                         "run again from its first epoch")
+    try:
+        safe_load(last, "resumption checkpoint")
+    except UnsafeModelError:
+        raise
+    except ModelError as exc:
+        raise ModelError(f"{exc}: it is truncated or damaged; delete it and --resume {run} starts the run again "
+                         "from its first epoch") from None
     return last
