@@ -26,12 +26,15 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from affectlab.data.labeled import AffectDataset, au_columns
+from affectlab.data.tables import au_columns
+
+if TYPE_CHECKING:
+    from affectlab.data.labeled import AffectDataset
 from affectlab.data.schema import MISSING_AU, LabelSpace
 from affectlab.data.tables import ReadResult, SplitAbsent, drop_missing_images
 from affectlab.errors import ConfigError, DatasetError
@@ -319,6 +322,8 @@ def load_dataset(
             labels = labels.loc[keep]
     if len(labels) == 0:
         raise DatasetError(f"{name}: no samples left to load (check the path and the split)")
+    from affectlab.data.labeled import AffectDataset  # torch: only when a dataset is loaded
+
     return AffectDataset(
         labels,
         result.label_space,

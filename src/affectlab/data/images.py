@@ -12,7 +12,6 @@ import logging
 import os
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 log = logging.getLogger("affectlab.data")
@@ -63,6 +62,8 @@ def decode_image(data: bytes | np.ndarray) -> np.ndarray | None:
     buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
     if buf.size == 0:
         return None
+    import cv2  # here, not at import: listing formats or reading a table needs no OpenCV
+
     img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     if img is not None and img.size:
         if img.ndim == 3 and img.shape[2] == 3:
@@ -93,6 +94,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray | None:
     truncated or not an image. Paths with non-ASCII characters work on every platform
     because the bytes are read by Python and decoded in memory.
     """
+    import cv2
+
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
@@ -125,5 +128,7 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
     h, w = image.shape[:2]
     if h == size and w == size:
         return image
+    import cv2
+
     interp = cv2.INTER_AREA if size < min(h, w) else cv2.INTER_LINEAR
     return cv2.resize(image, (size, size), interpolation=interp)

@@ -44,37 +44,12 @@ META_COLUMNS = ("subject", "video", "frame")
 #: Face box columns (pixels); when all four are present the image is cropped to them.
 BOX_COLUMNS = ("x", "y", "w", "h")
 
-_AU_COLUMN = re.compile(r"^AU\d+$")
-
 # How many missing paths a warning lists.
 _SHOW_PATHS = 5
 
 
-def au_columns(labels: pd.DataFrame) -> list[str]:
-    """The canonical ``AU<k>`` columns of a label table, sorted by AU number."""
-    return sort_aus(c for c in labels.columns if isinstance(c, str) and _AU_COLUMN.match(c))
-
-
-def infer_label_space(labels: pd.DataFrame, expressions: Sequence[str] | None = None) -> LabelSpace:
-    """The label space a canonical table carries.
-
-    Parameters
-    ----------
-    labels : DataFrame
-        Canonical label table.
-    expressions : sequence of str, optional
-        The dataset's class list (e.g. all eight AffectNet classes even if a split lacks
-        one). Default: the classes present, in canonical order.
-    """
-    if expressions is None:
-        present = set(labels["expression"].dropna().unique()) if "expression" in labels else set()
-        expressions = tuple(e for e in ALL_EXPRESSIONS if e in present)
-    va = bool(
-        "valence" in labels
-        and "arousal" in labels
-        and (labels["valence"].notna() | labels["arousal"].notna()).any()
-    )
-    return LabelSpace(expressions=tuple(expressions), aus=tuple(au_columns(labels)), va=va)
+# the label-table helpers live with the tables (no torch), re-exported here
+from affectlab.data.tables import au_columns, infer_label_space  # noqa: E402,F401
 
 
 # --------------------------------------------------------------------------- datasets

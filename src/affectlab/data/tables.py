@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from affectlab.data.schema import LabelSpace, au_name
+from affectlab.data.schema import ALL_EXPRESSIONS, LabelSpace, au_name, sort_aus
 from affectlab.errors import DatasetError, LabelError
 
 log = logging.getLogger("affectlab.data")
@@ -155,3 +155,33 @@ def parser_error(source: str | os.PathLike, exc: Exception, expected: str) -> Da
     if m:
         return DatasetError(f"{source}:{m.group(2)}: expected {m.group(1)} comma-separated fields ({expected}), saw {m.group(3)}")
     return DatasetError(f"{source}: malformed CSV ({text}); expected {expected}")
+
+
+_AU_COLUMN = re.compile(r"^AU\d+$")
+
+
+def au_columns(labels: pd.DataFrame) -> list[str]:
+    """The canonical ``AU<k>`` columns of a label table, sorted by AU number."""
+    return sort_aus(c for c in labels.columns if isinstance(c, str) and _AU_COLUMN.match(c))
+
+
+def infer_label_space(labels: pd.DataFrame, expressions: Sequence[str] | None = None) -> LabelSpace:
+    """The label space a canonical table carries.
+
+    Parameters
+    ----------
+    labels : DataFrame
+        Canonical label table.
+    expressions : sequence of str, optional
+        The dataset's class list (e.g. all eight AffectNet classes even if a split lacks
+        one). Default: the classes present, in canonical order.
+    """
+    if expressions is None:
+        present = set(labels["expression"].dropna().unique()) if "expression" in labels else set()
+        expressions = tuple(e for e in ALL_EXPRESSIONS if e in present)
+    va = bool(
+        "valence" in labels
+        and "arousal" in labels
+        and (labels["valence"].notna() | labels["arousal"].notna()).any()
+    )
+    return LabelSpace(expressions=tuple(expressions), aus=tuple(au_columns(labels)), va=va)

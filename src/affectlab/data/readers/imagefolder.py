@@ -11,8 +11,7 @@ import os
 from pathlib import Path
 
 from affectlab.data.datasets import register_reader
-from affectlab.data.labeled import infer_label_space
-from affectlab.data.tables import ReadResult, canonical_table
+from affectlab.data.tables import ReadResult, infer_label_space, canonical_table
 from affectlab.data.images import is_image_file
 from affectlab.data.schema import ALL_EXPRESSIONS, EXPRESSION_ALIASES
 from affectlab.errors import DatasetError

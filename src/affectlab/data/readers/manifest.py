@@ -25,8 +25,7 @@ import numpy as np
 import pandas as pd
 
 from affectlab.data.datasets import register_reader
-from affectlab.data.labeled import infer_label_space
-from affectlab.data.tables import ReadResult, map_codes, parser_error
+from affectlab.data.tables import ReadResult, infer_label_space, map_codes, parser_error
 from affectlab.data.readers.common import Problems, allow_outside, check_inside_root, report_duplicates
 from affectlab.data.schema import MISSING_AU, LabelSpace, au_name, canonical_expression
 from affectlab.errors import DatasetError, LabelError
