@@ -455,3 +455,24 @@ def test_abaw_all_splits_merge_label_spaces(abaw):
     # the Validation split has only EXPR, Train has all three: the union is kept
     assert ds.label_space.tasks == ("expr", "va", "au") and len(ds.label_space.expressions) == 8
     assert ds.labels["AU1"].iloc[-1] == -1 and np.isnan(ds.labels["valence"].iloc[-1])
+
+
+def test_abaw_mtl_static_set(tmp_path):
+    """The ABAW3 multi-task static set: one annotation file per split, all descriptors per frame."""
+    for k in (1, 2, 3):
+        img(tmp_path / "cropped_aligned" / "v1" / f"{k:05d}.jpg")
+    header = "image,valence,arousal,expression," + ",".join(AU_SETS["abaw12"])
+    au = ",".join(["1", "0"] * 6)
+    rows = [f"v1/00001.jpg,0.5,-0.25,4,{au}", f"v1/00002.jpg,-5,-5,-1,{','.join(['-1'] * 12)}",
+            f"v1/00003.jpg,0.1,0.2,7,{au}"]
+    (tmp_path / "training_set_annotations.txt").write_text("\n".join([header, *rows]) + "\n")
+    ds = load_dataset(f"abaw-mtl:{tmp_path}:Train")
+    lab = ds.labels
+    assert list(lab["frame"]) == [1, 2, 3] and list(lab["video"]) == ["v1"] * 3
+    assert lab["expression"][0] == "happiness" and pd.isna(lab["expression"][1]) and lab["expression"][2] == "other"
+    assert np.isnan(lab["valence"][1]) and lab["arousal"][0] == pytest.approx(-0.25)
+    assert lab["AU1"].tolist() == [1, -1, 1] and lab["AU2"].tolist() == [0, -1, 0]
+    assert ds.label_space.tasks == ("expr", "va", "au")
+    (tmp_path / "validation_set_annotations.txt").write_text(header + "\nv1/00001.jpg,0.5,0.5,9," + au + "\n")
+    with pytest.raises(LabelError, match="validation_set_annotations.txt:2"):
+        load_dataset(f"abaw-mtl:{tmp_path}:Validation")

@@ -281,3 +281,66 @@ def read_abaw(root: Path, split: str, *, tasks: str | Sequence[str] | None = Non
         va="VA" in tables,
     )
     return ReadResult(labels, space, check_files=False)
+
+
+MTL_FILES = {"Train": ("training_set_annotations.txt", "train_set.txt"),
+             "Validation": ("validation_set_annotations.txt", "validation_set.txt", "val_set.txt")}
+MTL_HEADER = ["image", "valence", "arousal", "expression", *AU_SETS["abaw12"]]
+
+
+def _mtl_file(root: Path, split: str) -> Path | None:
+    bases = [root] + sorted(p for p in root.iterdir() if p.is_dir() and p.name not in IMAGE_FOLDERS)
+    for base in bases:
+        for name in MTL_FILES[split]:
+            if (base / name).is_file():
+                return base / name
+    return None
+
+
+@register_reader(
+    "abaw-mtl",
+    layout="ABAW3 multi-task static set: cropped_aligned/<video>/<frame>.jpg + {training,validation}_set_annotations.txt "
+    "with header image,valence,arousal,expression,AU1,...,AU26 (-5 VA / -1 EXPR / -1 AU missing)",
+    splits=("Train", "Validation"),
+    split_aliases={"train": "Train", "val": "Validation", "validation": "Validation", "valid": "Validation"},
+)
+def read_abaw_mtl(root: Path, split: str) -> ReadResult:
+    """Read the static multi-task set of the third ABAW challenge (one annotation file per split).
+
+    Each row is one frame (``image`` relative to ``cropped_aligned/``) with all three
+    descriptors; missing values are -5 (valence, arousal) and -1 (expression, AUs), as in
+    the per-video files of :func:`read_abaw`. Frames without an image are reported and
+    left out by the generic file check.
+    """
+    source = _mtl_file(root, split)
+    if source is None:
+        raise SplitAbsent(f"abaw-mtl: no {MTL_FILES[split][0]} for split {split} under {root}")
+    image_dir = _image_dir(root)
+    try:
+        raw = pd.read_csv(source, dtype=str, keep_default_na=False)
+    except pd.errors.ParserError as exc:
+        raise parser_error(source, exc, "image,valence,arousal,expression and 12 AU values per line") from None
+    names = [c.strip() for c in raw.columns]
+    if [n.lower() for n in names[:4]] != MTL_HEADER[:4] or [au_name(n) if n.upper().startswith("AU") else n for n in names[4:16]] != list(AU_SETS["abaw12"]):
+        raise DatasetError(f"{source}:1: expected the header {','.join(MTL_HEADER)}, got {','.join(names)!r}")
+    raw.columns = names
+    problems = Problems()
+    labels = pd.DataFrame({"path": [os.path.join(image_dir, p.strip()) for p in raw["image"]]})
+    with problems.collect():
+        labels["expression"] = map_codes(pd.to_numeric(raw["expression"], errors="coerce"), "abaw", source=source).to_numpy()
+        labels["valence"] = scale_va_column(raw["valence"], "abaw", source=source, name="valence")
+        labels["arousal"] = scale_va_column(raw["arousal"], "abaw", source=source, name="arousal")
+        for name in AU_SETS["abaw12"]:
+            col = pd.to_numeric(raw[names[4 + AU_SETS["abaw12"].index(name)]], errors="coerce")
+            bad = ~col.isin((0, 1, MISSING_AU))
+            for pos in np.flatnonzero(bad.to_numpy())[:20]:
+                problems.add(f"{source}:{pos + 2}: {name} value {raw.iloc[pos][names[4 + AU_SETS['abaw12'].index(name)]]!r} "
+                             "is not 0, 1 or -1 (missing)", LabelError)
+            labels[name] = col.fillna(MISSING_AU).astype(np.int8).to_numpy()
+    problems.raise_if_any()
+    parts = [p.strip().replace("\\", "/") for p in raw["image"]]
+    labels["video"] = [p.rsplit("/", 1)[0] if "/" in p else "" for p in parts]
+    labels["frame"] = [int(Path(p).stem) if Path(p).stem.isdigit() else -1 for p in parts]
+    abaw_classes = set(native_expressions("abaw"))
+    space = LabelSpace(expressions=tuple(e for e in ALL_EXPRESSIONS if e in abaw_classes), aus=AU_SETS["abaw12"], va=True)
+    return ReadResult(labels, space)
