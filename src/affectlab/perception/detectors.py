@@ -520,6 +520,7 @@ class YuNetDetector:
         if found is None:
             return np.zeros((0, 15))
         found = np.asarray(found, dtype=np.float64).reshape(-1, 15)
+        found = found[np.isfinite(found).all(axis=1)]  # a degenerate tiny input can give NaN rows
         # YuNet's layout is box, 5 keypoints, score: ours is box, score, keypoints
         return np.concatenate([found[:, :4], found[:, 14:15], found[:, 4:14]], axis=1)
 
@@ -623,7 +624,6 @@ def _nms_rows(rows: np.ndarray, iou_threshold: float) -> list[int]:
 
 def _clip_faces(rows: np.ndarray, width: int, height: int) -> Faces:
     """``[N, 15]`` rows as :class:`Faces` with boxes and keypoints clipped to the frame."""
-    rows = rows[np.isfinite(rows).all(axis=1)]  # a degenerate tiny input can give NaN rows
     if not len(rows):
         return Faces(np.zeros((0, 5)), np.zeros((0, 5, 2)))
     x0 = np.clip(rows[:, 0], 0, width)
