@@ -27,6 +27,16 @@ def yunet():
     return create_detector("yunet", model=YUNET)
 
 
+@pytest.fixture(scope="module")
+def leveled():
+    """YuNet as an aligned-framing model gets it: tilted faces re-detected upright."""
+    if not YUNET.is_file():
+        pytest.skip("../shared/models (YuNet) is absent")
+    det = create_detector("yunet", model=YUNET)
+    det.level_keypoints()
+    return det
+
+
 def _london(name="001_neutral.jpg"):
     return detect_sets._read(detect_sets.LONDON / name)
 
@@ -164,7 +174,7 @@ def _turn(keypoints) -> float:
 
 
 @needs_faces
-def test_aligned_crop_levels_the_eyes_of_a_rotated_real_face(yunet):
+def test_aligned_crop_levels_the_eyes_of_a_rotated_real_face(leveled, yunet):
     """Faces rotated in-plane by known angles give crops with their eyes turned level.
 
     The crop of a face rotated by ``a`` must undo exactly ``a`` more than the crop of the
@@ -178,9 +188,9 @@ def test_aligned_crop_levels_the_eyes_of_a_rotated_real_face(yunet):
     errors = []
     for name in ("001_neutral.jpg", "009_neutral.jpg", "020_smiling.jpg", "033_neutral.jpg"):
         image = _london(name)
-        upright = _turn(yunet(_rotate(image, 0)).keypoints[0])
+        upright = _turn(leveled(_rotate(image, 0)).keypoints[0])
         for a in angles:
-            faces = yunet(_rotate(image, a))
+            faces = leveled(_rotate(image, a))
             assert len(faces) == 1
             # cv2 turns counter-clockwise on screen; undoing it turns by +a in alignment_matrix's terms
             errors.append(_turn(faces.keypoints[0]) - upright - a)
@@ -188,13 +198,13 @@ def test_aligned_crop_levels_the_eyes_of_a_rotated_real_face(yunet):
     assert np.median(errors) < 1.5 and np.percentile(errors, 90) < 2.5 and errors.max() < 5, np.round(errors, 1)
     # and the crop itself: YuNet run again on it finds the eyes level, where the template puts them
     frame = _rotate(_london("009_neutral.jpg"), 30)
-    crop = aligned_crop(frame, yunet(frame).keypoints[0], 192, scale=0.8)
+    crop = aligned_crop(frame, leveled(frame).keypoints[0], 192, scale=0.8)
     again = yunet(crop)
     assert len(again) == 1 and abs(_eye_angle(again.keypoints[0])) < 3
     template = (0.5 + (np.array([[0.3418, 0.4608], [0.6582, 0.4608]]) - 0.5) * 0.8) * 192
     np.testing.assert_allclose(again.keypoints[0, :2], template, atol=0.05 * 192)
-    plain = create_detector("yunet", model=YUNET, refine_above=0)
-    assert abs(_turn(plain(frame).keypoints[0]) - _turn(yunet(frame).keypoints[0])) > 5  # the refinement matters
+    # the upright re-detection matters: plain YuNet keypoints turn the crop too little
+    assert abs(_turn(yunet(frame).keypoints[0]) - _turn(leveled(frame).keypoints[0])) > 5
 
 
 @needs_faces
@@ -251,7 +261,7 @@ def test_hard_set_recall_and_false_boxes(yunet):
     assert hard.sizes.min() >= 48 and hard.sizes.max() <= 260 and np.abs(hard.angles).max() <= 40
     got = detect_sets.score([yunet(f).boxes for f in hard.frames], hard.truth)
     assert got["recall"] >= 0.9 and got["false"] <= 1, got
-    plain = create_detector("yunet", model=YUNET, retry_angles=(), refine_above=0)
+    plain = create_detector("yunet", model=YUNET, retry_angles=())
     base = detect_sets.score([plain(f).boxes for f in hard.frames], hard.truth)
     assert base["false"] <= 1 and base["found"] < got["found"], base
     assert np.abs(hard.angles[base["missed"]]).min() > 15  # what plain YuNet misses is rotated
@@ -311,3 +321,14 @@ def test_auto_is_yunet_when_the_asset_is_present(assets_home):
     assert name == "yunet" and note is None
     faces = det(np.zeros((120, 160, 3), np.uint8))
     assert isinstance(faces, Faces) and len(faces) == 0
+
+
+@needs_yunet
+def test_aligned_framing_turns_on_level_keypoints(yunet):
+    from affectlab.analyze.pipeline import Analyzer
+
+    det = create_detector("yunet", model=YUNET)
+    Analyzer(None, det, framing={"kind": "box"})
+    assert det.refine_above == 0  # box framing: no extra cost
+    Analyzer(None, det, framing={"kind": "aligned"})
+    assert det.refine_above > 0

@@ -186,6 +186,9 @@ class Analyzer:
         elif framing is None:
             framing = getattr(getattr(predictor, "preprocessing", None), "framing", None)
         self.framing = Framing.from_dict(framing, margin=self.margin)
+        level = getattr(detector, "level_keypoints", None)
+        if self.framing.kind == "aligned" and callable(level):
+            level()  # aligned crops need keypoints measured on the face turned upright (YuNet)
         self.track_iou, self.track_max_age = track_iou, track_max_age
         space = getattr(predictor, "label_space", None)
         self.expressions = list(space.expressions) if space is not None else []

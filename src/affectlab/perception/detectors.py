@@ -452,7 +452,11 @@ class YuNetDetector:
         degree per degree of in-plane head rotation (a face turned 30 degrees reads as
         17-20). A face whose eye line reads as tilted by more than this many degrees is
         cut out, turned upright and detected again, and its keypoints are taken from
-        there (see :meth:`_refine`); aligned crops then level the eyes. ``0`` turns it off.
+        there (see :meth:`_refine`); aligned crops then level the eyes. ``0`` (default)
+        turns it off: it costs a re-detection or two per tilted face (about doubling the
+        time per frame), which only aligned framing needs, so :func:`frame_faces` users
+        switch it on with :meth:`level_keypoints` (analyze and the dataset framing step do
+        that for a model with aligned framing).
     refine_steps : int
         Most re-detections per face.
     """
@@ -465,7 +469,7 @@ class YuNetDetector:
         top_k: int = 5000,
         upscale_below: int = 160,
         retry_angles: tuple[float, ...] | list[float] = (30.0, -30.0),
-        refine_above: float = 1.5,
+        refine_above: float = 0.0,
         refine_steps: int = 3,
     ):
         import cv2
@@ -510,6 +514,13 @@ class YuNetDetector:
                 "fetch it again with: affectlab models fetch yunet"
             ) from None
         self._size: tuple[int, int] | None = None
+
+    def level_keypoints(self, above: float = 1.5) -> None:
+        """Re-detect faces whose eye line reads as tilted by more than ``above`` degrees
+        upright (see ``refine_above``): what aligned framing needs for level eyes."""
+        if not np.isfinite(float(above)) or float(above) <= 0:
+            raise ConfigError(f"level_keypoints needs a tilt in degrees > 0, got {above!r}")
+        self.refine_above = float(above)
 
     def _detect(self, bgr: np.ndarray) -> np.ndarray:
         h, w = bgr.shape[:2]

@@ -67,6 +67,9 @@ def set_framing(
         if note:
             warnings.warn(note, UserWarning, stacklevel=2)
         framer = FaceFramer(det, get("framing"), get("input_size"))
+        level = getattr(det, "level_keypoints", None)
+        if framer.framing.kind == "aligned" and callable(level):
+            level()  # as analyze does for an aligned model: keypoints measured upright
         framer.detector_name = name
     leaves = [d for ds in (datasets if isinstance(datasets, (list, tuple)) else [datasets]) for d in _leaves(ds)
               if callable(getattr(d, "set_framer", None))]
