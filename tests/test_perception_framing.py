@@ -117,3 +117,40 @@ def test_evaluate_reports_what_analyze_delivers_on_the_same_photos(tmp_path, ass
     # without the framing step the same model sees whole photographs: other predictions
     plain = evaluate("affectlab-base", spec, progress=False)
     assert np.abs(plain.predictions[names].to_numpy(float) - res.predictions[names].to_numpy(float)).max() > 0.05
+
+
+@pytest.mark.skipif(not detect_sets.YUNET.is_file(), reason="../shared/models (YuNet) is absent")
+def test_training_on_photographs_frames_them_and_the_model_declares_its_framing(tmp_path, assets_home, monkeypatch):
+    """detect_faces at training crops each synthetic photograph as analyze would, and
+    framing=aligned is stored in the model so analyze frames alike."""
+    from affectlab.data.synth import generate
+    from affectlab.runtime.predictor import Predictor
+    from affectlab.train.config import resolve_config
+    from affectlab.train.engine import train
+
+    generate(tmp_path / "faces", 24, size=96, seed=4, progress=False)
+    cfg = resolve_config(options=dict(
+        method="baseline", backbone="builtin:cnn-tiny", train=f"manifest:{tmp_path / 'faces' / 'labels.csv'}",
+        batch_size=16, image_size=32, train_transform="eval", seed=0, epochs=1, framing="aligned", detect_faces=True,
+    ))
+    seen = []
+    original = FaceFramer.__call__
+
+    def spy(self, image, key, box=None):
+        out = original(self, image, key, box)
+        seen.append((key, out.shape, self.framing.kind, len(self.face(image, key, box))))
+        return out
+
+    monkeypatch.setattr(FaceFramer, "__call__", spy)
+    train(cfg, tmp_path / "run", progress=False)
+    # every image went through the framer: one aligned 32 px crop of the face YuNet found
+    assert len({k for k, *_ in seen}) == 24
+    assert all(shape == (32, 32, 3) and kind == "aligned" and n == 1 for _, shape, kind, n in seen)
+    pred = Predictor.load(tmp_path / "run")
+    assert pred.preprocessing.framing == {"kind": "aligned", "scale": 0.8, "margin": 0.2}
+    from affectlab.analyze.pipeline import Analyzer
+    from affectlab.runtime.detection import resolve_detector
+
+    det, name, _ = resolve_detector("auto")
+    analyzer = Analyzer(pred, det)
+    assert name == "yunet" and analyzer.framing.kind == "aligned" and det.refine_above > 0
