@@ -259,4 +259,6 @@ def test_reports_list_the_nearest_archetypes(parts, tmp_path):
     assert f"<td>{int(top.index[0])}</td>" in page and f"<td>{int(top.iloc[0])}</td>" in page
     still = affectlab.analyze(parts["root"] / "test", str(parts["combined"]), detector="none", report=tmp_path / "rep2",
                               progress=False)
-    assert "archetype_label" in (tmp_path / "rep2" / "images.html").read_text() and len(still) == 6
+    images = (tmp_path / "rep2" / "images.html").read_text()
+    labels = still.loc[still["face"] >= 0, "archetype_label"].dropna()
+    assert len(still) == 6 and len(labels) and all(f"nearest archetype: {label}" in images for label in set(labels))
