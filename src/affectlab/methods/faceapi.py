@@ -77,6 +77,7 @@ def faceapi_preprocessing() -> dict:
         "std": [1.0, 1.0, 1.0],
         "normalize": "none",
         "interpolation": "bilinear",
+        "framing": dict(FACEAPI_FRAMING),
     }
 
 
