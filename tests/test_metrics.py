@@ -419,7 +419,8 @@ def test_summarize_subsets_and_multilabel():
     s = rng.normal(size=(30, 5))
     space = LabelSpace(expressions=("Affection", "Anger", "Annoyance", "Anticipation", "Aversion"), multilabel=True)
     out = M.summarize(expr_true=y, expr_scores=s, label_space=space, topk=2)
-    assert set(out) == {"topk_acc"}
+    assert set(out) == {"topk_acc", "topk_acc_all"}
+    assert out["topk_acc_all"] == pytest.approx(M.topk_accuracy(y, s, k=2, mode="all"))
     assert out["topk_acc"] == pytest.approx(M.topk_accuracy(y, s, k=2))
 
 
@@ -495,3 +496,17 @@ def test_pooled_ccc_and_mse_of_the_cage_code():
     assert out["va_mae"] == pytest.approx(skm.mean_absolute_error(long_t, long_p))
     assert out["va_rmse"] == pytest.approx(np.sqrt(out["va_mse"]))
     assert out["arousal_mse"] == pytest.approx(skm.mean_squared_error(t[keep[:, 1], 1], p[keep[:, 1], 1]))
+
+
+
+def test_topk_all_requires_every_true_label_in_the_top_k():
+    scores = np.array([[0.9, 0.8, 0.1, 0.0], [0.9, 0.1, 0.8, 0.0], [0.1, 0.2, 0.3, 0.9], [0.9, 0.8, 0.7, 0.6]])
+    truth = np.array([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 1], [1, 1, 1, 1]])
+    # k = 2: rows 0 (both in the top 2), 2 (its one label first) and 3 (4 labels: top 2 are true) hit;
+    # row 1 has label 1 only third
+    assert M.topk_accuracy(truth, scores, k=2, mode="all") == pytest.approx(3 / 4)
+    assert M.topk_accuracy(truth, scores, k=2, mode="any") == pytest.approx(1.0)
+    single = np.array([0, 2, 3, 1])
+    assert M.topk_accuracy(single, scores, k=2, mode="all") == M.topk_accuracy(single, scores, k=2)
+    with pytest.raises(ValueError, match="mode"):
+        M.topk_accuracy(truth, scores, k=2, mode="some")

@@ -355,7 +355,7 @@ def precision_recall_f1(y_true, y_pred, *, num_classes: int | None = None, label
     return out
 
 
-def topk_accuracy(y_true, y_score, k: int = 3) -> float:
+def topk_accuracy(y_true, y_score, k: int = 3, *, mode: str = "any") -> float:
     """Top-k accuracy; for multi-label targets (EMOTIC) a hit is any true label in the top k.
 
     CAGE (001_01df4aa5e26e8a28.txt, section 2 and Table 8) reports EMOTIC's "top-3
@@ -375,12 +375,19 @@ def topk_accuracy(y_true, y_score, k: int = 3) -> float:
         favour of the lower class index.
     k : int
         Number of top-ranked classes, 1 <= k.
+    mode : {"any", "all"}
+        ``any``: a hit when at least one true label is in the top k (the definition
+        above). ``all``: a hit when every true label is in the top k (for a sample with
+        more than k labels: when all k top classes are true labels) -- the strict reading
+        of multi-label top-k. For single-label data both are the usual top-k accuracy.
 
     Returns
     -------
     float
         NaN (with a :class:`MissingLabelsWarning`) when no sample is labelled.
     """
+    if mode not in ("any", "all"):
+        raise ValueError(f"mode must be 'any' or 'all', got {mode!r}")
     if int(k) != k or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     k = int(k)
@@ -408,6 +415,9 @@ def topk_accuracy(y_true, y_score, k: int = 3) -> float:
     # Stable sort of the negated scores: equal scores keep the lower class index first.
     top = np.argsort(-s, axis=1, kind="stable")[:, : min(k, c)]
     hits = np.take_along_axis(multi, top, axis=1) == 1
+    if mode == "all":
+        need = np.minimum((multi == 1).sum(axis=1), top.shape[1])
+        return float(np.mean((hits.sum(axis=1) >= need)[keep]))
     return float(np.mean(hits.any(axis=1)[keep]))
 
 
@@ -771,7 +781,8 @@ def summarize(
           ``expr_precision_macro``, ``expr_recall_macro``, ``expr_precision_weighted``,
           ``expr_recall_weighted``, ``expr_f1_weighted`` (CAGE's P / R / F1 are the
           weighted ones);
-        * multi-label EXPR: ``topk_acc``;
+        * multi-label EXPR: ``topk_acc`` (any true label in the top k) and
+          ``topk_acc_all`` (every true label in the top k);
         * VA: ``valence_ccc``, ``arousal_ccc``, ``va_ccc`` (mean of the two),
           ``valence_rmse``, ``arousal_rmse``, ``valence_mae``, ``arousal_mae``
           ``valence_mse``, ``arousal_mse`` (and ``dominance_ccc``, ``dominance_rmse``,
@@ -829,6 +840,7 @@ def summarize(
             raise ValueError(f"expr_scores has {c} columns but {len(names)} expression names were given: {list(names)}")
         if multilabel:
             out["topk_acc"] = _json_float(topk_accuracy(expr_true, scores, k=topk))
+            out["topk_acc_all"] = _json_float(topk_accuracy(expr_true, scores, k=topk, mode="all"))
         else:
             t = _int_labels(expr_true, "expr_true")
             _check_len(t, scores, "expr_true", "expr_scores")
