@@ -72,3 +72,18 @@ def test_documented_presets_exist():
             seen.add(name)
             assert name in names, f"{path.relative_to(ROOT)} names --preset {name}, which does not exist"
     assert {"baseline", "smm", "cage-combined"} <= seen
+
+
+def test_global_batch_is_split_over_the_processes():
+    from affectlab.errors import ConfigError
+    from affectlab.train.datamodule import AffectDataModule
+
+    cfg = resolve_config(preset="smm", options={"train": ["a", "b", "c"]})
+    assert cfg.global_batch_size == 72  # SMM-EmotionNet's 24 + 24 + 24 on any number of GPUs
+    dm = AffectDataModule([list(range(10))] * 3, list(range(4)), cfg)
+    assert [dm.per_process_batch(w) for w in (1, 8, 24)] == [72, 9, 3]
+    with pytest.raises(ConfigError, match="does not split over 5 processes"):
+        dm.per_process_batch(5)
+    # an explicit per-process batch replaces the preset's global one
+    own = resolve_config(preset="smm", options={"batch_size": 12})
+    assert own.global_batch_size is None and AffectDataModule([[0]] * 2, [0], own).per_process_batch(4) == 12
