@@ -398,9 +398,31 @@ def run_corpus(
         from affectlab.analyze.defaults import resolve_default_model
 
         settings.model = resolve_default_model()
-    predictor = load_predictor(settings.model, device=settings.device, batch_size=settings.batch_size)
-    plan = plan_corpus(inputs, out, corpus_settings(predictor, settings))
     t0 = time.perf_counter()
+    pool = None
+    if engine == "ray" and not _all_finished(inputs, out):  # a finished corpus needs no cluster
+        from affectlab.analyze.ray_engine import RayPool
+
+        pool = RayPool(settings, address=address, workers=workers)  # its workers load while this process plans
+    try:
+        predictor = load_predictor(settings.model, device=settings.device, batch_size=settings.batch_size)
+        plan = plan_corpus(inputs, out, corpus_settings(predictor, settings))
+        return _run_plan(plan, predictor, settings, pool, engine, on_entry, progress, t0)
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+def _all_finished(inputs, out: Path) -> bool:
+    from affectlab.analyze.inputs import expand_inputs
+
+    last = read_index(out)
+    paths = [str(p) for p in expand_inputs(read_input_lists(inputs))]
+    return all(p in last and last[p]["status"] == "ok" and (out / last[p]["table"]).is_file() for p in paths)
+
+
+def _run_plan(plan, predictor, settings, pool, engine, on_entry, progress, t0) -> CorpusResult:
+    out = plan.out
     index = IndexWriter(out)
     done: list[dict[str, Any]] = []
 
@@ -412,17 +434,14 @@ def run_corpus(
 
     try:
         with CorpusProgress(len(plan.jobs), len(plan.kept), enabled=progress) as bar:
-            if engine == "local" or not plan.jobs:  # nothing to spread: no cluster to start
+            if pool is None:
                 n_workers = 1
                 for job in plan.jobs:
                     entry = analyze_input(job, out, predictor, settings)
                     record(entry)
                     bar.update(entry)
             else:
-                from affectlab.analyze.ray_engine import run_on_ray
-
-                n_workers = run_on_ray(plan, settings, address=address, workers=workers,
-                                       on_entry=lambda e: (record(e), bar.update(e)))
+                n_workers = pool.run(plan, settings, on_entry=lambda e: (record(e), bar.update(e)))
     finally:
         index.close()
     return CorpusResult(out, done, plan.kept, time.perf_counter() - t0, n_workers, engine)

@@ -36,62 +36,78 @@ def require_ray():
 
 
 class CorpusWorker:
-    """One model-holding worker (wrapped with ``ray.remote`` by :func:`run_on_ray`)."""
+    """One model-holding worker (wrapped with ``ray.remote`` by :class:`RayPool`)."""
 
-    def __init__(self, settings):
+    def __init__(self, model, device: str, batch_size: int, threads: int):
         import cv2
         import torch
 
         from affectlab.analyze.api import load_predictor
 
-        threads = settings.threads or 1
         torch.set_num_threads(threads)
         cv2.setNumThreads(threads)
-        self.settings = settings
-        self.predictor = load_predictor(settings.model, device=settings.device, batch_size=settings.batch_size)
+        self.predictor = load_predictor(model, device=device, batch_size=batch_size)
 
     def pid(self) -> int:
         return os.getpid()
 
-    def run(self, job, out: str) -> dict:
+    def run(self, job, out: str, settings) -> dict:
         from pathlib import Path
 
         from affectlab.analyze.corpus import analyze_input
 
-        return analyze_input(job, Path(out), self.predictor, self.settings)
+        return analyze_input(job, Path(out), self.predictor, settings)
 
 
-def run_on_ray(plan, settings, *, address: str | None = None, workers: int | None = None,
-               on_entry: Callable[[dict], Any]) -> int:
-    """Analyse ``plan.jobs`` on Ray, calling ``on_entry`` with each index entry; returns the worker count."""
-    ray = require_ray()
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no phoning home from a user's run
-    started = False
-    if not ray.is_initialized():
-        options = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-        try:
-            if address:
-                ray.init(address=address, **options)
-            else:
-                ray.init(num_cpus=workers or os.cpu_count() or 1, **options)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            where = f"the Ray cluster at {address!r}" if address else "a local Ray cluster"
-            raise ConfigError(f"cannot start or join {where}: {e}") from None
-        started = True
-    try:
-        n = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        if not plan.jobs:
-            return n
-        actor_class = ray.remote(num_cpus=1, max_restarts=0)(CorpusWorker)
-        actors = [actor_class.remote(settings) for _ in range(min(n, len(plan.jobs)))]
+class RayPool:
+    """Workers on a Ray cluster, started before the driver's own set-up so that the
+    cluster's start and the workers' model loading overlap it.
+
+    Parameters
+    ----------
+    settings : AnalyzeSettings
+        ``model`` (resolved to a name or path), ``device``, ``batch_size``, ``threads``.
+    address : str, optional
+        An existing cluster; without it a local cluster of ``workers`` CPUs is started
+        (and shut down by :meth:`close`).
+    workers : int, optional
+        Worker count (default: the cluster's CPUs).
+    """
+
+    def __init__(self, settings, *, address: str | None = None, workers: int | None = None):
+        ray = require_ray()
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no phoning home from a user's run
+        self.ray, self.started = ray, False
+        if not ray.is_initialized():
+            options = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+            try:
+                if address:
+                    ray.init(address=address, **options)
+                else:
+                    ray.init(num_cpus=workers or os.cpu_count() or 1, **options)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                where = f"the Ray cluster at {address!r}" if address else "a local Ray cluster"
+                raise ConfigError(f"cannot start or join {where}: {e}") from None
+            self.started = True
+        self.workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self._actor_class = ray.remote(num_cpus=1, max_restarts=0)(CorpusWorker)
+        self._init_args = (settings.model, settings.device, settings.batch_size, settings.threads or 1)
+        self.actors = [self._new_actor() for _ in range(self.workers)]  # loading starts now, asynchronously
+
+    def _new_actor(self):
+        return self._actor_class.remote(*self._init_args)
+
+    def run(self, plan, settings, on_entry: Callable[[dict], Any]) -> int:
+        """Analyse ``plan.jobs``, calling ``on_entry`` with each index entry; returns the worker count."""
+        ray = self.ray
         queue = list(plan.jobs)
         in_flight: dict[Any, tuple[Any, Any]] = {}
 
         def submit(actor):
             job = queue.pop(0)
-            in_flight[actor.run.remote(job, str(plan.out))] = (actor, job)
+            in_flight[actor.run.remote(job, str(plan.out), settings)] = (actor, job)
 
-        for actor in actors:
+        for actor in self.actors:
             if queue:
                 submit(actor)
         while in_flight:
@@ -102,7 +118,7 @@ def run_on_ray(plan, settings, *, address: str | None = None, workers: int | Non
             except ray.exceptions.RayTaskError as e:
                 raise e.as_instanceof_cause() from None  # an output failure: stop, as the local engine does
             except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as e:
-                actor = actor_class.remote(settings)  # the dead worker's replacement
+                actor = self._new_actor()  # the dead worker's replacement
                 if job.attempt < MAX_ATTEMPTS:
                     queue.insert(0, replace(job, attempt=job.attempt + 1))
                     entry = None
@@ -114,7 +130,10 @@ def run_on_ray(plan, settings, *, address: str | None = None, workers: int | Non
                 on_entry(entry)
             if queue:
                 submit(actor)
-        return n
-    finally:
-        if started:
-            ray.shutdown()
+        return self.workers
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self.ray.kill(actor)
+        if self.started:
+            self.ray.shutdown()
