@@ -132,3 +132,14 @@ def test_cuda_without_a_gpu_is_one_affectlab_line(tmp_path, capsys):
     assert main(["train", "--accelerator", "gpu", "--train", "manifest:x.csv", "--method", "baseline"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --accelerator gpu: no CUDA GPU") and len(err.splitlines()) == 1
+
+
+def test_a_notice_is_one_warning_line(tmp_path, capsys):
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.full((8, 8, 3), 90, dtype=np.uint8)).save(tmp_path / name)
+    (tmp_path / "labels.csv").write_text("path,expression\na.png,happy\nb.png,sad\na.png,happy\n")
+    assert main(["datasets", f"manifest:{tmp_path / 'labels.csv'}"]) == 0
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if "duplicated" in ln]
+    assert len(lines) == 1 and lines[0].startswith("warning: ") and "line 4 (as line 2)" in lines[0], err
+    assert "UserWarning" not in err and ".py:" not in err

@@ -30,3 +30,24 @@ def test_listing_the_dataset_formats_needs_no_torch():
     code = "import contextlib, io\nfrom affectlab.cli import main\nwith contextlib.redirect_stdout(io.StringIO()):\n    main(['datasets'])"
     imported = _imported_after(code)
     assert not {"torch", "torchvision", "lightning", "matplotlib", "cv2"} & set(imported), imported
+
+
+def test_one_photo_imports_only_what_inference_needs(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    photo = tmp_path / "one.jpg"
+    Image.fromarray(np.full((96, 96, 3), 120, dtype=np.uint8)).save(photo)
+    code = (
+        "import contextlib, io\nfrom affectlab.cli import main\n"
+        "with contextlib.redirect_stderr(io.StringIO()):\n"
+        f"    assert main(['analyze', {str(photo)!r}, '--out', {str(tmp_path / 't.csv')!r}, '-q']) == 0\n"
+        "print('scipy.optimize' in sys.modules)"
+    )
+    probe = f"import sys, json\n{code}\nprint(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    optimize, imported = out.stdout.strip().splitlines()[-2:]
+    # torch (the model), pandas (the table) and OpenCV (decoding, detection) are needed
+    assert not {"torchvision", "lightning", "matplotlib", "sklearn"} & set(json.loads(imported)), imported
+    assert optimize == "False"

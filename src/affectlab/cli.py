@@ -10,6 +10,7 @@ print as one line ``error: ...`` and exit with code 2; ``--debug`` shows the tra
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -964,6 +965,40 @@ def models_path_cmd(name: str = typer.Argument(..., help="A packaged or imported
     typer.echo(str(path))
 
 
+@contextlib.contextmanager
+def _one_line_warnings(debug: bool):
+    """affectlab's notices (duplicated rows, missing images ...) as ``warning: ...`` lines.
+
+    Python would print each with the path and line of the library code that raised it
+    and the source line, and the ``affectlab.data`` logger (which mirrors them for
+    library users) a second time; here each is shown once, as affectlab's own line.
+    """
+    import logging
+    import warnings
+
+    if debug:
+        yield
+        return
+    shown: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = str(message)
+        if text not in shown:
+            shown.add(text)
+            console.print(f"[yellow]warning:[/yellow] {text}", highlight=False, soft_wrap=True)
+
+    logger = logging.getLogger("affectlab.data")
+    quiet = logging.NullHandler()
+    logger.addHandler(quiet)
+    previous = warnings.showwarning
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
+        logger.removeHandler(quiet)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Console-script entry point: run the app and turn expected errors into one line."""
     from affectlab.errors import AffectlabError
@@ -972,7 +1007,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     debug = "--debug" in args
     try:
         # standalone mode: typer/click print usage errors themselves and exit
-        app(args=args, prog_name="affectlab")
+        with _one_line_warnings(debug):
+            app(args=args, prog_name="affectlab")
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)

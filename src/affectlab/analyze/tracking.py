@@ -43,15 +43,20 @@ class IoUTracker:
 
         Track ids that ended at this update are in :attr:`ended` until the next call.
         """
-        from scipy.optimize import linear_sum_assignment
-
         boxes = np.asarray(boxes, dtype=np.float64)
         boxes = boxes.reshape(-1, boxes.shape[-1] if boxes.size else 4)
         ids = np.full(len(boxes), -1, dtype=np.int64)
         track_ids = list(self._boxes)
         if track_ids and len(boxes):
             iou = iou_matrix(boxes, np.stack([self._boxes[t] for t in track_ids]))
-            rows, cols = linear_sum_assignment(-iou)
+            if iou.shape == (1, 1):
+                rows, cols = np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64)  # one face: nothing to solve
+            else:
+                # imported here: scipy.optimize takes about a second to import, and a single
+                # photo, or one face per frame, never needs it
+                from scipy.optimize import linear_sum_assignment
+
+                rows, cols = linear_sum_assignment(-iou)
             for r, c in zip(rows, cols):
                 if iou[r, c] >= self.iou_threshold:
                     ids[r] = track_ids[c]

@@ -187,9 +187,8 @@ class Predictor:
         the training pipeline, applied to a stack).
         """
         import torch
-        from torchvision import tv_tensors
 
-        from affectlab.data.transforms import to_rgb_uint8
+        from affectlab.data.transforms import EvalPipeline, to_rgb_uint8
 
         if self._transform is None:
             raise ModelError(
@@ -211,9 +210,11 @@ class Predictor:
         for idx in groups.values():
             # contiguous NCHW first: the elementwise ops are several times slower on the
             # permuted (channels-last) view
-            stack = tv_tensors.Image(
-                torch.from_numpy(np.stack([arrays[i] for i in idx])).permute(0, 3, 1, 2).contiguous()
-            )
+            stack = torch.from_numpy(np.stack([arrays[i] for i in idx])).permute(0, 3, 1, 2).contiguous()
+            if not isinstance(pipeline.pipeline, EvalPipeline):  # torchvision ops need their image type
+                from torchvision import tv_tensors
+
+                stack = tv_tensors.Image(stack)
             out[idx] = pipeline.pipeline(stack).as_subclass(torch.Tensor)
         return out
 
