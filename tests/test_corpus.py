@@ -172,9 +172,18 @@ def test_ray_worker_killed_mid_run_is_replaced_and_its_input_redone(clips, model
     assert any(int(e["attempt"]) == 2 for e in result.done)  # the input of the dead worker, given again
 
 
+@pytest.fixture(scope="module")
+def long_clips(clips, tmp_path_factory):
+    """Eight clips long enough (40 frames each) that a kill lands while inputs remain."""
+    root = tmp_path_factory.mktemp("long")
+    paths = [str(write_video(root / f"s{k}.mp4", synth_clip(40, size=64, seed=10 + k)[0], fps=10)) for k in range(7)]
+    return paths + [clips[-1]]  # and the truncated one
+
+
 @pytest.mark.slow
-def test_killed_driver_then_rerun_computes_only_the_rest(clips, model_file, tmp_path):
+def test_killed_driver_then_rerun_computes_only_the_rest(long_clips, model_file, tmp_path):
     pytest.importorskip("ray")
+    clips = long_clips
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "affectlab", "analyze", *clips, "--model", str(model_file), "--detector", "none",
            "--engine", "ray", "--workers", "1", "--out", str(out), "-q"]
@@ -183,11 +192,11 @@ def test_killed_driver_then_rerun_computes_only_the_rest(clips, model_file, tmp_
                             start_new_session=True)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None and len(read_index(out)) < 2:
-        time.sleep(0.2)
+        time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the cluster it started
     proc.wait()
     first = read_index(out)
-    assert 2 <= len(first) < 6, f"driver finished {len(first)} inputs before the kill"
+    assert 2 <= len(first) < len(clips), f"driver finished {len(first)} inputs before the kill"
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stderr  # the truncated video fails
     after = pd.read_csv(out / INDEX_FILE)
