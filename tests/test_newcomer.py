@@ -71,3 +71,12 @@ def test_readme_install_is_light_and_has_a_cpu_only_way():
     install = next(i for i, ln in enumerate(lines) if "pip install -e ." in ln)
     assert cpu < install, "the CPU build of torch must come before affectlab (else pip takes the CUDA one)"
     assert "[dev]" not in first and "affectlab demo" in lines[install]
+
+
+def test_public_api_docstrings_cite_nothing_a_user_lacks():
+    import affectlab
+    from affectlab.runtime.predictor import Predictor
+
+    for obj in (affectlab.load_dataset, affectlab.evaluate, Predictor.predict):
+        doc = obj.__doc__ or ""
+        assert "DESIGN.md" not in doc and "../shared" not in doc, obj.__qualname__

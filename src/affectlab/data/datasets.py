@@ -238,7 +238,7 @@ def load_dataset(
         ``FORMAT:PATH[:SPLIT]``, e.g. ``affectnet:/data/AffectNet:train``,
         ``affectnet7:/data/AffectNet:val``, ``rafdb:/data/RAF-DB:test``,
         ``abaw:/data/ABAW3:Validation``, ``manifest:out/labels.csv``,
-        ``imagefolder:/data/faces``, ``ckplus:../shared/data/ckplus48``, with reader options
+        ``imagefolder:/data/faces``, ``ckplus:data/ckplus48``, with reader options
         after ``?`` (``abaw:/data/ABAW3:Train?tasks=AU&every=10``); or a bare path to
         a ``.csv`` / ``.parquet`` manifest or a folder holding ``labels.csv``. Without
         SPLIT, a format with fixed splits loads all of them (column ``split`` tells them
@@ -264,7 +264,7 @@ def load_dataset(
 
     Examples
     --------
-    >>> ds = load_dataset("ckplus:../shared/data/ckplus48")  # doctest: +SKIP
+    >>> ds = load_dataset("ckplus:data/ckplus48")  # doctest: +SKIP
     >>> ds.label_space.expressions  # doctest: +SKIP
     ('happiness', 'sadness', 'surprise', 'fear', 'disgust', 'anger', 'contempt')
     """

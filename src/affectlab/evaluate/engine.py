@@ -29,7 +29,7 @@ class EvaluationResult:
     Attributes
     ----------
     metrics : dict
-        DESIGN.md metric names for the descriptors the model and data share.
+        Metric names (``expr_acc``, ``va_ccc``, ``au_f1_mean`` ...) for the descriptors the model and data share.
     predictions : DataFrame
         One row per sample: ``index``, ``path``; ``expr_<name>`` probabilities,
         ``expression`` (argmax) and ``expression_true``; ``valence``, ``arousal`` and
@@ -154,7 +154,7 @@ def evaluate(
     detect_faces: bool = False,
     detector: Any = "auto",
 ) -> EvaluationResult:
-    """Evaluate a trained model on a dataset with the metrics of DESIGN.md.
+    """Evaluate a trained model on a dataset with the metrics of the papers (``expr_acc``, ``va_ccc``, ``au_f1_mean`` ...).
 
     Parameters
     ----------

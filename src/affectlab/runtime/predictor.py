@@ -325,7 +325,7 @@ class Predictor:
     def predict_table(self, images, **kwargs):
         """Predictions as a pandas DataFrame, one row per image.
 
-        Columns (DESIGN.md): ``expr_<name>`` (probabilities), ``expression`` (argmax
+        Columns: ``expr_<name>`` (probabilities), ``expression`` (argmax
         name), ``valence``, ``arousal``, ``AU<k>`` (probabilities), for the descriptors
         the model predicts, then any one-value-per-sample method extra (``archetype``).
         Keyword arguments go to :meth:`predict`.
