@@ -286,3 +286,17 @@ def test_import_offline_without_assets_names_the_command(capsys):
     assert main(["models", "import", "faceapi:expression"]) == 2
     err = capsys.readouterr().err
     assert "affectlab models add face_expression_model.bin" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_copy_converted_by_another_version_is_converted_again(assets_home, monkeypatch):
+    """An import made with other preprocessing (an older affectlab) is refreshed, not reused."""
+    from affectlab.runtime import importers
+    from affectlab.runtime.hub import imported_models
+
+    first = importers.import_model("faceapi:expression")
+    assert importers.import_model("faceapi:expression")["converter"] == first["converter"]  # reused as is
+    monkeypatch.setattr(importers, "FACEAPI_CONVERTER_VERSION", importers.FACEAPI_CONVERTER_VERSION + 1)
+    again = importers.import_model("faceapi:expression")
+    assert again["converter"] != first["converter"]
+    [info] = [i for i in imported_models() if i["name"] == "faceapi:expression"]
+    assert info["converter"] == again["converter"]

@@ -292,6 +292,21 @@ def _faceapi_files(file: Path) -> tuple[Path, Path]:
     return weights, manifest
 
 
+#: Bumped when the conversion itself changes (the preprocessing is hashed in as well).
+FACEAPI_CONVERTER_VERSION = 1
+
+
+def _faceapi_converter() -> str:
+    """What an imported face-api model was converted with; another value means re-import."""
+    import hashlib
+    import json
+
+    from affectlab.methods.faceapi import faceapi_preprocessing
+
+    pre = json.dumps(faceapi_preprocessing(), sort_keys=True).encode()
+    return f"{FACEAPI_CONVERTER_VERSION}-{hashlib.sha1(pre).hexdigest()[:8]}"
+
+
 def import_faceapi(name: str, file: str | os.PathLike | None = None, *, force: bool = False) -> dict:
     """Import face-api.js's FaceExpressionNet as ``faceapi:expression``.
 
@@ -323,10 +338,12 @@ def import_faceapi(name: str, file: str | os.PathLike | None = None, *, force: b
     if name not in FACEAPI_MODELS:
         raise ConfigError(f"unknown face-api model {name!r}; known: {', '.join(sorted(FACEAPI_MODELS))}")
     full = f"faceapi:{name}"
+    converter = _faceapi_converter()
     if file is None:
         existing = [i for i in imported_models() if i["name"] == full]
-        if existing and not force:
+        if existing and not force and existing[0].get("converter") == converter:
             return existing[0]
+        force = force or bool(existing)  # made by another version of the conversion: convert again
         bin_name, manifest_name = FACEAPI_MODELS[name]
         weights, manifest = asset_path(bin_name), asset_path(manifest_name)
         source = asset_url(bin_name)
@@ -347,6 +364,7 @@ def import_faceapi(name: str, file: str | os.PathLike | None = None, *, force: b
         "description": "face-api.js FaceExpressionNet: 7 expressions (no contempt), 112 px; "
         "256-d features in extras['features']",
         "license": "MIT (face-api.js; training data not disclosed)",
+        "converter": converter,
     }
     assert set(classes) == set(FACEAPI_EXPRESSIONS)
 
