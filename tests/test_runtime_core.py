@@ -200,3 +200,24 @@ def test_load_dataset_opens_feature_stores(image_set, tmp_path):
     feats = affectlab.load_dataset(f"features:{tmp_path / 'f.zarr'}")
     assert len(feats) == 1 and feats[0]["features"].shape == (3 * 32 * 32,)
     assert feats.label_space.expressions == ("happiness",)
+
+
+def test_one_loop_one_empty_batch_rule():
+    from affectlab.data.batch import Batches
+
+    class _Data:
+        """Six samples, the first four unreadable (None): batches of two."""
+
+        def __len__(self):
+            return 6
+
+        def __getitem__(self, i):
+            return None if i < 4 else {"features": torch.full((3,), float(i)), "index": torch.tensor(i)}
+
+    loop = Batches(_Data(), batch_size=2)
+    got = [b["index"].tolist() for b in loop]
+    assert got == [[4, 5]]  # the two all-unreadable batches are not yielded
+    assert loop.skipped == 4 and loop.samples == 2
+    # batches made by the caller (the Predictor's arrays) follow the same rule
+    made = Batches([{"features": torch.zeros(0, 3)}, {"features": torch.ones(2, 3)}])
+    assert [len(b["features"]) for b in made] == [2] and made.samples == 2

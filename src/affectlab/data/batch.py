@@ -73,3 +73,77 @@ def batch_size(batch: dict[str, Any]) -> int:
     if batch.get("empty"):
         return 0
     return int(batch["index"].shape[0])
+
+
+class Batches:
+    """The one loop of a model over data: evaluate, explain, extract and the Predictor iterate this.
+
+    Iterating yields the non-empty batches of ``data``, their tensors on ``device``, inside
+    ``torch.inference_mode()``; a batch whose samples were all unreadable is not yielded
+    (one rule: :func:`batch_size` is 0). :attr:`skipped` counts the unreadable samples seen so
+    far and :attr:`samples` the samples yielded.
+
+    Parameters
+    ----------
+    data : Dataset or iterable of batches
+        A dataset (batched here with :func:`collate`) or batches already made.
+    batch_size : int
+        Samples per batch when ``data`` is a dataset.
+    device : str or torch.device, optional
+        Where the tensors go (default: where they are).
+    progress : bool
+        Show a progress bar (``description`` names it).
+    total : int, optional
+        Number of batches, for the bar when ``data`` has no length.
+    num_workers : int
+        DataLoader workers when ``data`` is a dataset.
+
+    Examples
+    --------
+    >>> loop = Batches(dataset, batch_size=64)  # doctest: +SKIP
+    >>> outputs = [method(batch) for batch in loop]  # doctest: +SKIP
+    >>> loop.skipped  # doctest: +SKIP
+    0
+    """
+
+    def __init__(self, data, *, batch_size: int = 64, device=None, progress: bool = False, description: str = "",
+                 total: int | None = None, num_workers: int = 0):
+        if hasattr(data, "__getitem__") and hasattr(data, "__len__") and not isinstance(data, (list, tuple)):
+            from torch.utils.data import DataLoader
+
+            data = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate)
+        self.data = data
+        self.device = None if device is None else torch.device(device)
+        self.progress = progress
+        self.description = description or "predicting"
+        self.total = total if total is not None else (len(data) if hasattr(data, "__len__") else None)
+        self.skipped = 0
+        self.samples = 0
+
+    def __len__(self) -> int:
+        return int(self.total or 0)
+
+    def __iter__(self):
+        iterator = self.data
+        if self.progress:
+            from rich.progress import track
+
+            iterator = track(iterator, description=self.description, total=self.total, transient=True)
+        with torch.inference_mode():
+            for batch in iterator:
+                self.skipped += int(batch.get("skipped", 0))
+                n = batch_size(batch) if ("index" in batch or batch.get("empty")) else _leading(batch)
+                if n == 0:
+                    continue
+                self.samples += n
+                if self.device is not None:
+                    batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                yield batch
+
+
+def _leading(batch: dict[str, Any]) -> int:
+    """Samples of a batch without ``index`` (made by the caller): the length of its first tensor."""
+    for value in batch.values():
+        if torch.is_tensor(value) and value.ndim >= 1:
+            return int(value.shape[0])
+    return 0

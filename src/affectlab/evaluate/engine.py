@@ -13,7 +13,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -202,10 +202,7 @@ def evaluate(
     """
     import pandas as pd
     import torch
-    from torch.utils.data import DataLoader
-
-    from affectlab.data.batch import batch_size as count_batch
-    from affectlab.data.batch import collate
+    from affectlab.data.batch import Batches
     from affectlab.data.transforms import preprocessing_transform
     from affectlab.runtime.hub import load_model
     from affectlab.train.module import collect_predictions, compute_metrics, concat_predictions
@@ -248,30 +245,22 @@ def evaluate(
         from affectlab.evaluate.smoothing import EvalSmoother
 
         smoother = EvalSmoother(smooth, method, info, model_space, space, level=smooth_level)
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate)
-    parts, skipped = [], 0
+    loop = Batches(ds, batch_size=batch_size, device=dev, progress=progress, num_workers=num_workers,
+                   description=f"evaluating {dataset_name(ds)}")
+    parts = []
     # per-sample explanations the method declares (e.g. the archetype of an AURA head)
     extra_columns = method.extra_columns()
     extras: dict[str, list[np.ndarray]] = {k: [] for k in extra_columns}
-    iterator: Iterable = loader
-    if progress:
-        from rich.progress import track
-
-        iterator = track(loader, description=f"evaluating {dataset_name(ds)}", total=len(loader), transient=True)
-    with torch.inference_mode():
-        for batch in iterator:
-            skipped += int(batch.get("skipped", 0))
-            if count_batch(batch) == 0:
-                continue
-            batch = {k: v.to(dev) if torch.is_tensor(v) else v for k, v in batch.items()}
-            raw = method(batch)
-            outputs = _subset_outputs(raw, model_space, space)
-            parts.append(collect_predictions(outputs, batch, space))
-            for key in extras:
-                if torch.is_tensor(raw.extras.get(key)):
-                    extras[key].append(raw.extras[key].cpu().numpy())
-            if smoother is not None:
-                smoother.collect(raw, batch)
+    for batch in loop:
+        raw = method(batch)
+        outputs = _subset_outputs(raw, model_space, space)
+        parts.append(collect_predictions(outputs, batch, space))
+        for key in extras:
+            if torch.is_tensor(raw.extras.get(key)):
+                extras[key].append(raw.extras[key].cpu().numpy())
+        if smoother is not None:
+            smoother.collect(raw, batch)
+    skipped = loop.skipped
     preds = concat_predictions(parts)
     if not preds:
         raise DatasetError(f"{dataset_name(ds)}: no readable sample to evaluate ({skipped} unreadable)")

@@ -327,9 +327,9 @@ def extract_features(
         The store at ``out`` holds features of another backbone, preprocessing or dataset.
     """
     import torch
-    from torch.utils.data import DataLoader, Subset
+    from torch.utils.data import Subset
 
-    from affectlab.data.batch import collate
+    from affectlab.data.batch import Batches
     from affectlab.features.backbones import Backbone, create_backbone
 
     if dtype not in DTYPES:
@@ -395,19 +395,15 @@ def extract_features(
         task = bar.add_task("extract", total=n, completed=done_rows)
         for c in todo:
             lo, hi = c * rows, min((c + 1) * rows, n)
-            loader = DataLoader(
-                Subset(dataset, range(lo, hi)),
-                batch_size=batch_size,
-                shuffle=False,
-                num_workers=num_workers,
-                collate_fn=collate,
-            )
-            parts = []
-            for batch in loader:
+            loop = Batches(Subset(dataset, range(lo, hi)), batch_size=batch_size, num_workers=num_workers)
+            parts, seen = [], 0
+            for batch in loop:
                 part = encode_batch(bb, batch, dev, dtype, patch, bb_name)
                 if part is not None:
                     parts.append(part)
-                bar.advance(task, len(batch.get("index", ())) + int(batch["skipped"]))
+                bar.advance(task, loop.samples + loop.skipped - seen)
+                seen = loop.samples + loop.skipped
+            bar.advance(task, loop.samples + loop.skipped - seen)  # unreadable rows of trailing batches
             if "global" not in group:  # arrays are created once the first chunk tells the feature sizes
                 if not parts:
                     raise DatasetError(f"no readable image in rows {lo}-{hi - 1} of {group.attrs['dataset']}")

@@ -84,40 +84,30 @@ def infer(method, dataset, *, batch_size: int = 512, progress: bool = False) -> 
         for the descriptors the model has.
     """
     import torch
-    from torch.utils.data import DataLoader
 
-    from affectlab.data.batch import collate
+    from affectlab.data.batch import Batches
 
     method.eval()
     parts: dict[str, list] = {}
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
-    iterator = loader
-    if progress:
-        from rich.progress import track
-
-        iterator = track(loader, description="archetypes", total=len(loader), transient=True)
-    with torch.inference_mode():
-        for batch in iterator:
-            if batch.get("empty"):
-                continue
-            z = method.project(batch["features"], batch.get("tokens"))
-            out = method(batch)
-            rows = {
-                "index": batch["index"].numpy(),
-                "archetype": out.extras["archetype"].numpy(),
-                "distance": out.extras["archetype_distance"].float().numpy(),
-                "z": z.float().numpy(),
-            }
-            if out.expr_logits is not None:
-                logits = out.expr_logits.float()
-                multi = method.label_space.multilabel
-                rows["expr_prob"] = (torch.sigmoid(logits) if multi else torch.softmax(logits, 1)).numpy()
-            if out.va is not None:
-                rows["va"] = out.va.float().numpy()
-            if out.au_logits is not None:
-                rows["au_prob"] = torch.sigmoid(out.au_logits.float()).numpy()
-            for k, v in rows.items():
-                parts.setdefault(k, []).append(v)
+    for batch in Batches(dataset, batch_size=batch_size, progress=progress, description="archetypes"):
+        z = method.project(batch["features"], batch.get("tokens"))
+        out = method(batch)
+        rows = {
+            "index": batch["index"].numpy(),
+            "archetype": out.extras["archetype"].numpy(),
+            "distance": out.extras["archetype_distance"].float().numpy(),
+            "z": z.float().numpy(),
+        }
+        if out.expr_logits is not None:
+            logits = out.expr_logits.float()
+            multi = method.label_space.multilabel
+            rows["expr_prob"] = (torch.sigmoid(logits) if multi else torch.softmax(logits, 1)).numpy()
+        if out.va is not None:
+            rows["va"] = out.va.float().numpy()
+        if out.au_logits is not None:
+            rows["au_prob"] = torch.sigmoid(out.au_logits.float()).numpy()
+        for k, v in rows.items():
+            parts.setdefault(k, []).append(v)
     if not parts:
         raise DatasetError(f"{getattr(dataset, 'name', 'dataset')}: no sample to explain")
     return {k: np.concatenate(v) for k, v in parts.items()}

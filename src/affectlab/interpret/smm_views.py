@@ -35,9 +35,8 @@ from affectlab.interpret import register_explainer
 def _collect(method, info, data, batch_size: int, max_samples: int, seed: int, progress: bool) -> dict[str, np.ndarray]:
     """Run the model on (a random subset of) the data; keep SMM's spaces and the labels."""
     import torch
-    from torch.utils.data import DataLoader
 
-    from affectlab.data.batch import collate
+    from affectlab.data.batch import Batches
     from affectlab.data.transforms import preprocessing_transform
     from affectlab.evaluate.engine import shared_label_space
     from affectlab.runtime.data import dataset_name, open_dataset, set_transform
@@ -55,27 +54,18 @@ def _collect(method, info, data, batch_size: int, max_samples: int, seed: int, p
     if n > max_samples:
         keep = np.sort(np.random.default_rng(seed).choice(n, max_samples, replace=False))
         ds = ds.subset(keep) if hasattr(ds, "subset") else torch.utils.data.Subset(ds, keep.tolist())
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate)
-    iterator = loader
-    if progress:
-        from rich.progress import track
-
-        iterator = track(loader, description="SMM feature spaces", total=len(loader), transient=True)
     parts: dict[str, list[np.ndarray]] = {}
     method.eval()
-    with torch.inference_mode():
-        for batch in iterator:
-            if "index" not in batch or len(batch["index"]) == 0:
-                continue
-            out = method(batch)
-            for key, value in out.extras.items():
-                if key == "sign" or key.startswith("message"):
-                    parts.setdefault(key, []).append(value.float().numpy())
-            if out.au_logits is not None:
-                parts.setdefault("au_prob", []).append(torch.sigmoid(out.au_logits.float()).numpy())
-            for key in ("expr", "va", "au"):
-                if key in batch:
-                    parts.setdefault(f"{key}_true", []).append(batch[key].numpy())
+    for batch in Batches(ds, batch_size=batch_size, progress=progress, description="SMM feature spaces"):
+        out = method(batch)
+        for key, value in out.extras.items():
+            if key == "sign" or key.startswith("message"):
+                parts.setdefault(key, []).append(value.float().numpy())
+        if out.au_logits is not None:
+            parts.setdefault("au_prob", []).append(torch.sigmoid(out.au_logits.float()).numpy())
+        for key in ("expr", "va", "au"):
+            if key in batch:
+                parts.setdefault(f"{key}_true", []).append(batch[key].numpy())
     if not parts:
         raise DatasetError(f"{dataset_name(ds)}: no readable sample")
     arrays = {k: np.concatenate(v) for k, v in parts.items()}

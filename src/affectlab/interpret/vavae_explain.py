@@ -119,44 +119,34 @@ def encode_dataset(method, dataset, *, batch_size: int = 256, keep_images: int =
         [N], ``expr`` [N] (-1 missing), ``va`` [N, 2] (NaN missing), ``mse`` (per pixel,
         over the whole dataset), ``images`` / ``recon`` [k, H, W, 3] in [0, 1].
     """
-    import torch
-    from torch.utils.data import DataLoader
-
-    from affectlab.data.batch import collate
+    from affectlab.data.batch import Batches
 
     _check_vae(method, "the model")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
     method.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
-    iterator = loader
-    if progress:
-        from rich.progress import track
-
-        iterator = track(loader, description="encoding", total=len(loader), transient=True)
     parts: dict[str, list] = {k: [] for k in ("z_v", "z_a", "z_z", "proj", "index", "expr", "va")}
     images, recons, sq_sum, n_px = [], [], 0.0, 0
-    with torch.inference_mode():
-        for batch in iterator:
-            if "image" not in batch or len(batch["image"]) == 0:
-                continue
-            out = method(batch)
-            x, r = batch["image"].float(), out.extras["recon"]
-            sq_sum += float((r - x).pow(2).sum())
-            n_px += x.numel()
-            for key in ("z_v", "z_a", "z_z"):
-                parts[key].append(out.extras[key].numpy())
-            if method.proj_v is not None:
-                parts["proj"].append(out.va.numpy())
-            parts["index"].append(batch["index"].numpy())
-            b = len(x)
-            parts["expr"].append(batch["expr"].numpy() if "expr" in batch else np.full(b, -1))
-            parts["va"].append(batch["va"].float().numpy()[:, :2] if "va" in batch else np.full((b, 2), np.nan))
-            have = sum(len(i) for i in images)
-            if have < keep_images:
-                take = keep_images - have
-                images.append(x[:take].permute(0, 2, 3, 1).numpy())
-                recons.append(r[:take].permute(0, 2, 3, 1).numpy())
+    for batch in Batches(dataset, batch_size=batch_size, progress=progress, description="encoding"):
+        if "image" not in batch:
+            raise ConfigError("the VAE explainer needs images; the data yield cached features")
+        out = method(batch)
+        x, r = batch["image"].float(), out.extras["recon"]
+        sq_sum += float((r - x).pow(2).sum())
+        n_px += x.numel()
+        for key in ("z_v", "z_a", "z_z"):
+            parts[key].append(out.extras[key].numpy())
+        if method.proj_v is not None:
+            parts["proj"].append(out.va.numpy())
+        parts["index"].append(batch["index"].numpy())
+        b = len(x)
+        parts["expr"].append(batch["expr"].numpy() if "expr" in batch else np.full(b, -1))
+        parts["va"].append(batch["va"].float().numpy()[:, :2] if "va" in batch else np.full((b, 2), np.nan))
+        have = sum(len(i) for i in images)
+        if have < keep_images:
+            take = keep_images - have
+            images.append(x[:take].permute(0, 2, 3, 1).numpy())
+            recons.append(r[:take].permute(0, 2, 3, 1).numpy())
     if not parts["index"]:
         raise DatasetError("no readable image to encode")
     res = {k: (np.concatenate(v) if v else None) for k, v in parts.items()}

@@ -261,30 +261,26 @@ class Predictor:
     def _run(self, batches, n: int, bs: int, progress: bool) -> dict[str, Any]:
         import torch
 
+        from affectlab.data.batch import Batches
+
         space = self.label_space
         parts: dict[str, list[np.ndarray]] = {}
         extras: dict[str, list[np.ndarray]] = {}
-        if progress:
-            from tqdm.auto import tqdm
-
-            batches = tqdm(batches, total=-(-n // bs), desc="predict", unit="batch")
-        with torch.inference_mode():
-            for batch in batches:
-                batch = {k: v.to(self.device) for k, v in batch.items()}
-                m = next(iter(batch.values())).shape[0]
-                out = self._model(batch)
-                if out.expr_logits is not None and space.expressions:
-                    logits = out.expr_logits.float()
-                    prob = torch.sigmoid(logits) if space.multilabel else torch.softmax(logits, dim=-1)
-                    parts.setdefault("expr_prob", []).append(prob.cpu().numpy())
-                if out.va is not None and space.va:
-                    parts.setdefault("va", []).append(out.va.float().cpu().numpy())
-                if out.au_logits is not None and space.aus:
-                    parts.setdefault("au_prob", []).append(torch.sigmoid(out.au_logits.float()).cpu().numpy())
-                for key, value in out.extras.items():
-                    # only per-sample extras can be tabulated
-                    if torch.is_tensor(value) and value.ndim >= 1 and value.shape[0] == m:
-                        extras.setdefault(key, []).append(value.cpu().numpy())
+        for batch in Batches(batches, device=self.device, progress=progress, total=-(-n // bs), description="predict"):
+            m = next(iter(batch.values())).shape[0]
+            out = self._model(batch)
+            if out.expr_logits is not None and space.expressions:
+                logits = out.expr_logits.float()
+                prob = torch.sigmoid(logits) if space.multilabel else torch.softmax(logits, dim=-1)
+                parts.setdefault("expr_prob", []).append(prob.cpu().numpy())
+            if out.va is not None and space.va:
+                parts.setdefault("va", []).append(out.va.float().cpu().numpy())
+            if out.au_logits is not None and space.aus:
+                parts.setdefault("au_prob", []).append(torch.sigmoid(out.au_logits.float()).cpu().numpy())
+            for key, value in out.extras.items():
+                # only per-sample extras can be tabulated
+                if torch.is_tensor(value) and value.ndim >= 1 and value.shape[0] == m:
+                    extras.setdefault(key, []).append(value.cpu().numpy())
         result: dict[str, Any] = {}
         widths = {"expr_prob": space.num_expressions, "va": 2, "au_prob": space.num_aus}
         for key, width in widths.items():
