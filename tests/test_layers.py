@@ -181,3 +181,17 @@ def test_the_checker_sees_a_planted_violation(tmp_path):
         assert _cycles(edges) == [["evaluate", "train"]]
     finally:
         SRC = saved
+
+
+def test_sources_cite_papers_and_docs_in_the_repo():
+    # papers are cited by title / arXiv (ARCHITECTURE.md, Papers), never by a file outside the repo
+    import re
+
+    pattern = re.compile(r"\.\./shared|DESIGN\.md|\b00[0-3]_[0-9a-f]{16}\b")
+    found = [
+        f"{path.relative_to(SRC.parent)}:{i}: {line.strip()}"
+        for path in sorted(SRC.rglob("*.py"))
+        for i, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert not found, "\n".join(found)

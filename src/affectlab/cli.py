@@ -612,7 +612,7 @@ def transfer_va_cmd(
 
     Per expression class of the anchor, an ellipse centred at (mean valence, mean arousal)
     with semi-axes (std valence, std arousal); each target sample gets a point drawn
-    uniformly inside its class's ellipse (003_9ad920e56393e222.txt). The output is a
+    uniformly inside its class's ellipse (the VA-VAE report, see ARCHITECTURE.md). The output is a
     manifest any method trains on; `--ellipses` reuses a table when the anchor is not at hand.
 
     Example: `affectlab transfer-va --anchor demo/data --target imagefolder:/data/faces

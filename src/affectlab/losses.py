@@ -10,8 +10,8 @@ The weighting helpers (:func:`class_weights`, :func:`au_pos_weight`,
 :func:`multilabel_pos_weight`) work on label counts or label arrays from the
 training set.
 
-References: CAGE = 001_01df4aa5e26e8a28.txt, SMM-EmotionNet = 002_cc6a0f1ad67f694b.txt,
-AURA = 000_5aac69d6f69fcb70.txt (the papers in ``../shared/seeds``).
+References (titles and identifiers in ARCHITECTURE.md, Papers): CAGE (arXiv:2404.14975),
+SMM-EmotionNet (CVPR Workshops 2022), the AURA appendix.
 """
 
 from __future__ import annotations
@@ -156,8 +156,8 @@ def weights_from_stats(stats: Mapping, *, num_classes: int, num_aus: int, multil
 def weighted_cross_entropy(logits: torch.Tensor, target, weight=None, *, reduction: str = "mean") -> torch.Tensor:
     """Class-weighted cross-entropy over labelled samples.
 
-    ``L_WeightedCE`` of CAGE (001_01df4aa5e26e8a28.txt, section 4.1, weights of Table 4)
-    and the EXPR loss of SMM-EmotionNet (002_cc6a0f1ad67f694b.txt, equation 5:
+    ``L_WeightedCE`` of CAGE (section 4.1, weights of Table 4)
+    and the EXPR loss of SMM-EmotionNet (equation 5:
     ``-sum_i P_i y_i log softmax_i``). Samples with target -1 are ignored.
 
     Parameters
@@ -240,9 +240,9 @@ def masked_mse(pred: torch.Tensor, target, *, reduction: str = "mean") -> torch.
 def ccc_loss(pred: torch.Tensor, target, *, reduction: str = "mean", eps: float = 1e-8) -> torch.Tensor:
     """``1 - CCC`` per dimension, NaN targets masked per dimension.
 
-    The VA loss of SMM-EmotionNet (002_cc6a0f1ad67f694b.txt, equation 6:
+    The VA loss of SMM-EmotionNet (equation 6:
     ``1 - CCC^V + 1 - CCC^A``, i.e. ``reduction="sum"``) and the ``L_CCC`` term of CAGE
-    (001_01df4aa5e26e8a28.txt, equation 2). CCC uses population (1/N) moments as in
+    (CAGE, equation 2). CCC uses population (1/N) moments as in
     :func:`affectlab.metrics.ccc`; the denominator is clamped at ``eps`` so
     near-constant series give a finite loss and gradient, and predictions equal to a
     constant target count as perfect (loss 0), as in the metric. A dimension with fewer
@@ -305,7 +305,7 @@ def cage_combined_loss(
 ) -> torch.Tensor:
     """CAGE's combined loss ``L_WeightedCE + alpha * L_MSE`` (equation 1 of 001).
 
-    001_01df4aa5e26e8a28.txt, equation 1, with ``alpha = 5`` (Table 5). The MSE is the
+    CAGE, equation 1, with ``alpha = 5`` (Table 5). The MSE is the
     mean over all labelled valence/arousal entries (:func:`masked_mse`), the
     cross-entropy is :func:`weighted_cross_entropy` with the Table 4 weights
     (:func:`class_weights`).
@@ -329,7 +329,7 @@ def cage_combined_loss(
 def cage_va_loss(va_pred: torch.Tensor, va_target, *, beta: float = 3.0) -> torch.Tensor:
     """CAGE's valence-arousal loss ``L_CCC + beta * L_MSE`` (equation 2 of 001).
 
-    001_01df4aa5e26e8a28.txt, equation 2, with ``beta = 3`` (Table 5). As in the
+    CAGE, equation 2, with ``beta = 3`` (Table 5). As in the
     authors' reference implementation both terms are summed over the dimensions:
     ``sum_d (1 - CCC_d) + beta * sum_d MSE_d`` (it writes ``-CCC_v - CCC_a + 3 MSE_v +
     3 MSE_a``, the same up to the constant 2), each masked for NaN targets.
@@ -350,7 +350,7 @@ def cage_va_loss(va_pred: torch.Tensor, va_target, *, beta: float = 3.0) -> torc
 def weighted_bce(logits: torch.Tensor, target, pos_weight=None) -> torch.Tensor:
     """Positive-weighted binary cross-entropy over labelled entries (eq. 4 of 002).
 
-    SMM-EmotionNet's AU loss (002_cc6a0f1ad67f694b.txt, equation 4):
+    SMM-EmotionNet's AU loss (equation 4):
     ``-(1/U) sum_i [P_i y_i log sigma(x_i) + (1 - y_i) log(1 - sigma(x_i))]``, averaged
     here over every labelled (sample, AU) entry; entries with target -1 are left out.
     Equals ``torch.nn.BCEWithLogitsLoss(pos_weight=P)`` on fully labelled data.
@@ -379,7 +379,7 @@ def weighted_bce(logits: torch.Tensor, target, pos_weight=None) -> torch.Tensor:
 def multilabel_bce(logits: torch.Tensor, target, pos_weight=None) -> torch.Tensor:
     """Multi-label BCE with positive weights: CAGE's ``L_WeightedBCE`` on EMOTIC.
 
-    001_01df4aa5e26e8a28.txt, section 4.3: "a positive-weighted binary cross-entropy
+    CAGE, section 4.3: "a positive-weighted binary cross-entropy
     (BCE) loss, where the positive weights are defined as the inverse of the occurrence
     of each label" (:func:`multilabel_pos_weight`). The same masked computation as
     :func:`weighted_bce`; -1 entries (unlabelled samples) are left out.
@@ -411,7 +411,7 @@ def smm_loss(
 ):
     """SMM-EmotionNet's multi-task loss ``L = L^AU + L^EXPR + L^VA`` (eq. 7 of 002).
 
-    002_cc6a0f1ad67f694b.txt, equation 7, an unweighted sum of
+    SMM-EmotionNet, equation 7, an unweighted sum of
     :func:`weighted_bce` (equation 4), :func:`weighted_cross_entropy` (equation 5) and
     :func:`ccc_loss` summed over valence and arousal (equation 6). Each term masks its
     own missing labels, which is how one batch can mix samples from uni-task datasets;
@@ -457,7 +457,7 @@ def vq_loss(z: torch.Tensor, e: torch.Tensor, beta: float = 1.0) -> torch.Tensor
 
     The archetype (codebook) update term pulls the selected archetypes ``e`` towards
     the stopped-gradient features; the commitment term pulls the features ``z``
-    towards the stopped-gradient archetypes. AURA (000_5aac69d6f69fcb70.txt, appendix
+    towards the stopped-gradient archetypes. AURA (appendix
     A.2) sets ``beta = 1``. Squared norms are averaged over all elements (the usual
     VQ-VAE implementation).
 

@@ -15,7 +15,7 @@ When every label of a metric is missing the metric is undefined: the function re
 which one descriptor happens to be unlabelled can still be summarised.
 
 :func:`summarize` turns whatever subset of descriptors is available into the metric
-names of DESIGN.md (``expr_acc``, ``valence_ccc``, ``au_f1_mean``, ``abaw_mtl`` ...).
+names of ARCHITECTURE.md (:data:`METRIC_NAMES`) (``expr_acc``, ``valence_ccc``, ``au_f1_mean``, ``abaw_mtl`` ...).
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ __all__ = [
 #: Column names of a VA array, in order (EMOTIC adds dominance as a third column).
 VA_NAMES: tuple[str, ...] = ("valence", "arousal", "dominance")
 
-#: The ABAW expression classes and AUs of equation 8 of 002_cc6a0f1ad67f694b.txt.
+#: The ABAW expression classes and AUs of equation 8 of SMM-EmotionNet.
 ABAW_EXPRESSIONS: tuple[str, ...] = tuple(NATIVE_EXPRESSIONS["abaw"][i] for i in range(8))
 ABAW_AUS: tuple[str, ...] = AU_SETS["abaw12"]
 
@@ -219,7 +219,7 @@ def _resolve_classes(y_true: np.ndarray, y_pred: np.ndarray, num_classes, labels
 def accuracy(y_true, y_pred) -> float:
     """Fraction of labelled samples whose predicted class is the true class.
 
-    Equation 1 of the AURA appendix (000_5aac69d6f69fcb70.txt).
+    Equation 1 of the AURA appendix.
 
     Parameters
     ----------
@@ -294,7 +294,7 @@ def precision_recall_f1(y_true, y_pred, *, num_classes: int | None = None, label
     ``zero_division=0``: a class that is never predicted has precision 0, a class absent
     from the truth has recall 0 (and so F1 0), and it still counts in the macro mean
     when it is one of the requested classes. ABAW's "macro F1 over eight expressions"
-    (equation 8 of 002_cc6a0f1ad67f694b.txt) is ``f1_macro`` with ``num_classes=8``.
+    (equation 8 of SMM-EmotionNet) is ``f1_macro`` with ``num_classes=8``.
 
     Parameters
     ----------
@@ -358,7 +358,7 @@ def precision_recall_f1(y_true, y_pred, *, num_classes: int | None = None, label
 def topk_accuracy(y_true, y_score, k: int = 3, *, mode: str = "any") -> float:
     """Top-k accuracy; for multi-label targets (EMOTIC) a hit is any true label in the top k.
 
-    CAGE (001_01df4aa5e26e8a28.txt, section 2 and Table 8) reports EMOTIC's "top-3
+    CAGE (section 2 and Table 8) reports EMOTIC's "top-3
     accuracy" following Khan et al. without giving a formula. We use the standard
     definition, which reduces to :func:`sklearn.metrics.top_k_accuracy_score` for
     single-label data: a sample counts as correct when at least one of the ``k``
@@ -432,8 +432,8 @@ def _check_probabilities(s: np.ndarray, name: str) -> None:
 def au_f1(y_true, y_score, *, threshold: float = 0.5) -> dict[str, Any]:
     """Per-AU F1 of binarized AU probabilities, and their mean.
 
-    Equations 4-5 of the AURA appendix (000_5aac69d6f69fcb70.txt) and the AU term of
-    equation 8 of 002_cc6a0f1ad67f694b.txt. An AU is predicted present when its
+    Equations 4-5 of the AURA appendix and the AU term of
+    equation 8 of SMM-EmotionNet. An AU is predicted present when its
     probability is >= ``threshold``. Missing entries (-1) are left out per AU. An AU
     with labels but no true and no predicted positive has F1 0 (scikit-learn
     ``zero_division=0``); an AU with no labels at all is NaN (with a
@@ -522,7 +522,7 @@ def ccc(y_true, y_pred):
     """Concordance correlation coefficient (Lin, 1989).
 
     ``CCC = 2 cov(x, y) / (var x + var y + (mean x - mean y)^2)`` with population
-    (1/N) moments: equation 2 of the AURA appendix (000_5aac69d6f69fcb70.txt), the VA
+    (1/N) moments: equation 2 of the AURA appendix, the VA
     metric of 001 and 002. NaN labels are left out.
 
     Always defined: constant predictions against varying labels give 0 (no
@@ -555,7 +555,7 @@ def ccc_pooled(y_true, y_pred) -> float:
 
     CAGE's code (``models/evaluation.py`` of the authors' repository) concatenates the
     valence and the arousal columns and computes a single CCC over the long vector;
-    Tables 6 and 8 of 001_01df4aa5e26e8a28.txt report that number. It is not the mean
+    Tables 6 and 8 of CAGE report that number. It is not the mean
     of the per-dimension CCCs (:func:`ccc`): pooling adds the spread between the
     dimensions' means to both variances. Population (1/N) moments, as in :func:`ccc`
     (the authors' code uses an N-1 covariance over an N variance, a factor N/(N-1)).
@@ -647,7 +647,7 @@ def abaw_mtl_score(
     num_classes: int = 8,
     au_threshold: float = 0.5,
 ) -> float:
-    """ABAW multi-task performance score, equation 8 of 002_cc6a0f1ad67f694b.txt.
+    """ABAW multi-task performance score, equation 8 of SMM-EmotionNet.
 
     ``P = (CCC_V + CCC_A) / 2 + (1/8) sum_i F1(EXPR_i) + (1/12) sum_j F1(AU_j)``:
     mean CCC of valence and arousal, plus the macro F1 over the expression classes
@@ -734,7 +734,7 @@ def summarize(
     au_threshold: float = 0.5,
     topk: int = 3,
 ) -> dict[str, Any]:
-    """All metrics of DESIGN.md for whatever descriptors are given, as a JSON-ready dict.
+    """All metrics of ARCHITECTURE.md for whatever descriptors are given, as a JSON-ready dict.
 
     Pass the arrays collected over an epoch (numpy arrays or tensors, rows = samples).
     A descriptor is evaluated when both its labels and its predictions are given;
@@ -764,7 +764,7 @@ def summarize(
     multilabel : bool, optional
         Expressions are multi-label; default from ``label_space`` (else False).
     protocol : {None, "abaw"}
-        ``"abaw"`` adds ``abaw_mtl`` (equation 8 of 002_cc6a0f1ad67f694b.txt) and
+        ``"abaw"`` adds ``abaw_mtl`` (equation 8 of SMM-EmotionNet) and
         requires all three descriptors.
     au_threshold : float
         Probability at which an AU counts as present.

@@ -1,6 +1,6 @@
 """Temporal smoothing of per-frame predictions (equation 9 of the SMM-EmotionNet paper).
 
-The paper (``002_cc6a0f1ad67f694b.txt``, section 5.2) filters high-frequency noise in a
+SMM-EmotionNet (section 5.2) filters high-frequency noise in a
 sequence of per-frame vectors with a first-order recursive filter::
 
     Lambda_t = (eps_t + mu * Lambda_{t-1}) / (1 + mu)

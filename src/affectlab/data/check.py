@@ -6,7 +6,7 @@ that were missing and dropped (and, with ``decode=True``, those that cannot be
 decoded), and computes :func:`affectlab.data.stats.summarize` for each and
 :func:`affectlab.data.stats.compare_splits` for a pair (train, validation).
 :func:`render_report` prints the result as rich tables; :func:`write_plots` writes the
-figures of CAGE's dataset analysis (``001_01df4aa5e26e8a28`` section 3) as PNGs.
+figures of CAGE's dataset analysis (section 3) as PNGs.
 """
 
 from __future__ import annotations

@@ -189,7 +189,7 @@ class BalancedClassSampler(Sampler[int]):
 class BalancedSubsetSampler(Sampler[int]):
     """A new expression-balanced subset every epoch, drawn without replacement.
 
-    CAGE (001_01df4aa5e26e8a28.txt, section 5.3) "reduced the training dataset by
+    CAGE (section 5.3) "reduced the training dataset by
     balancing according to the discrete expression labels": every class contributes the
     same number of samples, ``per_class`` (default: the size of the smallest class), drawn
     without replacement from that class, so no image repeats within an epoch and the

@@ -164,7 +164,7 @@ AU_SETS: dict[str, tuple[str, ...]] = {
     "bp4d12": _aus(1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24),
     "emotionet11": _aus(1, 2, 4, 5, 6, 9, 12, 17, 20, 25, 26),
     "ckplus23": _aus(1, 2, 4, 5, 6, 7, 9, 10, 11, 12, 14, 15, 16, 17, 18, 20, 21, 22, 23, 24, 25, 26, 27),
-    # What `affectlab synth` renders (DESIGN.md: EMFACS prototypes need these).
+    # What `affectlab synth` renders (the EMFACS prototypes need these).
     "synth": _aus(1, 2, 4, 5, 6, 7, 9, 12, 14, 15, 16, 17, 20, 23, 25, 26),
 }
 AU_SETS["disfa"] = AU_SETS["disfa12"]

@@ -1,6 +1,6 @@
 """Training-set statistics of a canonical label table: the dataset analysis of CAGE.
 
-CAGE (``001_01df4aa5e26e8a28``, section 3) analyses its datasets before training:
+CAGE (section 3) analyses its datasets before training:
 class frequencies (figures 3 and 7), valence/arousal on the circumplex and per class
 (figures 4 and 5), the train/validation difference in VA (figure 6) and the number of
 labels per image of multi-label EMOTIC (figure 8). The same numbers set the loss

@@ -20,7 +20,7 @@ Presets
     For in-the-wild photographs, many of them gray (the packaged ``affectlab-base``
     model): the ``default`` operations a little stronger, plus ``RandomGrayscale(0.25)``.
 ``cage``
-    The augmentation list of CAGE (section 4.2 of ``001_01df4aa5e26e8a28``):
+    The augmentation list of CAGE (section 4.2):
     RandomHorizontalFlip(p=0.5), RandomGrayscale(p=0.01), RandomRotation(10),
     ColorJitter(0.2, 0.2, 0.2, 0.1), RandomPerspective(0.2, p=0.5), Normalize,
     RandomErasing(p=0.5, scale=(0.02, 0.2), ratio=(0.3, 3.3), value="random").

@@ -1,4 +1,4 @@
-"""Valence/arousal annotation transfer by ellipse sampling (003_9ad920e56393e222.txt).
+"""Valence/arousal annotation transfer by ellipse sampling (the VA-VAE report; ARCHITECTURE.md, Papers).
 
 A dataset that has only expression labels gets valence/arousal from an *anchor* dataset
 that has both: for each expression class of the anchor, an ellipse centred at

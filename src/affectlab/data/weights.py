@@ -66,7 +66,7 @@ def class_weights(counts: Sequence[float] | Mapping[str, float] | np.ndarray | t
     """Normalised inverse-frequency class weights for a weighted cross-entropy.
 
     ``w_c = (1 / n_c) / sum_k (1 / n_k)``: the weights of Table 4 of CAGE
-    (001_01df4aa5e26e8a28.txt), which reports them for AffectNet-8 and AffectNet-7. From
+    (arXiv:2404.14975), which reports them for AffectNet-8 and AffectNet-7. From
     the official AffectNet training counts (neutral 74874, happiness 134415, sadness
     25459, surprise 14090, fear 6378, disgust 3803, anger 24882, contempt 3750) this
     gives the AffectNet-7 column to 4-5 digits and the AffectNet-8 column within 1.5%.
@@ -102,7 +102,7 @@ def class_weights(counts: Sequence[float] | Mapping[str, float] | np.ndarray | t
 def au_pos_weight(au_labels) -> torch.Tensor:
     """Positive weight of each AU: negatives / positives (P_i^AU of eq. 4 of 002).
 
-    SMM-EmotionNet (002_cc6a0f1ad67f694b.txt, equation 4): "P_i^AU equals to the
+    SMM-EmotionNet (equation 4): "P_i^AU equals to the
     number of negative samples divided by the number of positive samples for each AU",
     computed on the training set. Missing entries (-1) are not counted. An AU with no
     positive label gets weight 1 (the positive term never fires on such data) and a
@@ -122,7 +122,7 @@ def au_pos_weight(au_labels) -> torch.Tensor:
 def multilabel_pos_weight(labels) -> torch.Tensor:
     """Positive weights of a multi-label task (EMOTIC in CAGE): negatives / positives.
 
-    CAGE (001_01df4aa5e26e8a28.txt, section 4.3 and 5.4) sets "the positive weight for
+    CAGE (section 4.3 and 5.4) sets "the positive weight for
     each class [to] the inverse of the overall occurrence of a label"; its reference
     code computes ``(N - count) / count``, i.e. ``1 / frequency - 1``, which is what
     this returns (same as :func:`au_pos_weight`; -1 entries are not counted).

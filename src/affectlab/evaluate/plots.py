@@ -1,4 +1,4 @@
-"""The evaluation figures of CAGE (``../shared/seeds/001_01df4aa5e26e8a28.txt``).
+"""The evaluation figures of CAGE (arXiv:2404.14975).
 
 * Figure 9: the expression confusion matrix with rows normalised to the true class
   (:func:`plot_confusion_normalized`);

@@ -1,6 +1,6 @@
 """The feature cache: frozen-backbone features of a dataset, computed once, in a Zarr store.
 
-AURA trains "purely at the feature level" (appendix A.2 of 000_5aac69d6f69fcb70): a
+AURA trains "purely at the feature level" (appendix A.2 of the AURA paper): a
 frozen encoder sees every image once, and training reads vectors. ``affectlab extract``
 (:func:`extract_features`) writes such a store::
 

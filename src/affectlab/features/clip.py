@@ -1,7 +1,7 @@
 """The ``clip:<open_clip name>`` backbones: the visual tower of an open_clip model.
 
 AURA's encoder is "a frozen, pre-trained [CLIP] model from OpenAI" (appendix A.2 of
-000_5aac69d6f69fcb70). Names follow open_clip (``open_clip.list_models()``), optionally
+the AURA paper). Names follow open_clip (``open_clip.list_models()``), optionally
 with a pretrained tag after ``@``::
 
     create_backbone("clip:ViT-B-16", weights="ViT-B-16-openai.bin")  # local file

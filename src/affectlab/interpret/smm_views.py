@@ -1,4 +1,4 @@
-"""Feature-space views of SMM-EmotionNet (section 7 of 002_cc6a0f1ad67f694b.txt).
+"""Feature-space views of SMM-EmotionNet (section 7 of the paper).
 
 ``affectlab explain --model RUN --data SPEC --out DIR`` on an SMM run writes:
 

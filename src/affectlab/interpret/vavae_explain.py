@@ -1,4 +1,4 @@
-"""The seven evaluation tasks of the VA-aligned VAE (003_9ad920e56393e222.txt).
+"""The seven evaluation tasks of the VA-aligned VAE (the VA-VAE report; ARCHITECTURE.md, Papers).
 
 :func:`explain_vavae` (``affectlab explain --model RUN --data SPEC --out DIR
 [--compare RUN2]`` for a ``vavae`` model) encodes a dataset with one VAE (or two: e.g.

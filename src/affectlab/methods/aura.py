@@ -1,6 +1,6 @@
 """AURA: affect understanding through a codebook of learned archetypes, on frozen features.
 
-AURA (``../shared/seeds/000_5aac69d6f69fcb70.txt``, appendix) trains at feature level:
+AURA (appendix) trains at feature level:
 backbone features are extracted once (``affectlab extract``) and every training step
 only sees cached vectors. A sample's global feature (and, when cached, its patch tokens)
 is projected into a ``dim``-dimensional space; the projection ``z`` is assigned to its

@@ -1,7 +1,7 @@
 """The multi-task baseline: a backbone and one small head per descriptor.
 
 This is the "multi-task baseline model" of SMM-EmotionNet
-(``../shared/seeds/002_cc6a0f1ad67f694b.txt``, section 5.1): "an InceptionV3 feature
+(SMM-EmotionNet, CVPRW 2022, section 5.1): "an InceptionV3 feature
 extractor followed by parallel branches of FC layers corresponding to different tasks.
 In each branch, the sizes of consecutive FC layers are: 768 x 16 -> 16 x C". Here the
 feature extractor is any registered backbone (:mod:`affectlab.features.backbones`;

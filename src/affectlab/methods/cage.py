@@ -1,7 +1,7 @@
 """CAGE: discrete expressions and valence/arousal with one backbone and a ``C + 2`` head.
 
 Wagner et al., "CAGE: Circumplex Affect Guided Expression Inference"
-(``../shared/seeds/001_01df4aa5e26e8a28.txt``, sections 4-5). A backbone (MaxViT-T in the
+(CAGE, arXiv:2404.14975, sections 4-5). A backbone (MaxViT-T in the
 paper; any registry name here) feeds a single linear layer with one output per
 expression class plus valence and arousal. Three variants (section 4.1):
 

@@ -1,7 +1,7 @@
 """SMM-EmotionNet: separate sign-vehicle (AU) and message (EXPR, VA) spaces.
 
 Deng & Shi, "Estimating Multiple Emotion Descriptors by Separating Description and
-Inference" (``../shared/seeds/002_cc6a0f1ad67f694b.txt``, Figure 1):
+Inference" (SMM-EmotionNet, CVPRW 2022, Figure 1):
 
 Part I -- ROI features
     A backbone feature map ``F`` (InceptionV3 up to ``Mixed_6e``: 17x17x768 at 299 px,

@@ -1,4 +1,4 @@
-"""A VAE whose latent space is aligned with valence and arousal (003_9ad920e56393e222.txt).
+"""A VAE whose latent space is aligned with valence and arousal (the VA-VAE report; ARCHITECTURE.md, Papers).
 
 "The Bridge from D to E" (Nath and Udandarao) splits a VAE latent code into a valence
 part ``z_v``, an arousal part ``z_a`` and a rest ``z_z`` and, in the *regularized* VAE,

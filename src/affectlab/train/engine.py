@@ -55,7 +55,7 @@ class TrainResult:
     ----------
     run_dir : Path
     metrics : dict
-        Best validation metrics (DESIGN.md names), as written to ``metrics.json``.
+        Best validation metrics (the names of ``metrics.METRIC_NAMES``), as written to ``metrics.json``.
     best_epoch : int
         0-based epoch of the best checkpoint.
     monitor : str

@@ -70,7 +70,7 @@ def concat_predictions(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarr
 
 
 def compute_metrics(preds: Mapping[str, np.ndarray], space: LabelSpace, *, protocol: str | None = None) -> dict:
-    """:func:`affectlab.metrics.summarize` on collected prediction arrays (DESIGN.md names)."""
+    """:func:`affectlab.metrics.summarize` on collected prediction arrays (the names of ``metrics.METRIC_NAMES``)."""
     from affectlab import metrics
 
     kwargs = {k: preds[k] for k in ("expr_true", "expr_scores", "va_true", "va_pred", "au_true", "au_scores") if k in preds}
@@ -85,7 +85,7 @@ def selection_score(result: Mapping[str, Any], space: LabelSpace) -> float:
 
     The mean of ``expr_f1_macro`` (``topk_acc`` when multi-label), ``va_ccc`` and
     ``au_f1_mean`` over the tasks of ``space``: each task counts equally whatever its
-    metric's scale. It is logged in ``log.csv`` but is not a DESIGN.md metric, so it is
+    metric's scale. It is logged in ``log.csv`` but is not one of ``metrics.METRIC_NAMES``, so it is
     not written to ``metrics.json``.
     """
     values = []
@@ -130,7 +130,7 @@ class AffectModule(L.LightningModule):
         self._val_sums: dict[str, torch.Tensor] = {}
         self._val_count = 0
         self._val_parts: list[dict[str, np.ndarray]] = []
-        #: metrics of the last validation epoch (DESIGN.md names + ``score``)
+        #: metrics of the last validation epoch (``metrics.METRIC_NAMES`` + ``score``)
         self.val_metrics: dict[str, Any] = {}
         #: mean loss terms of the last training / validation epoch
         self.train_losses: dict[str, float] = {}

@@ -5,7 +5,7 @@
     RUN/config.yaml    the full resolved TrainConfig
     RUN/model.ckpt     best model, self-contained (affectlab.modelfile)
     RUN/last.ckpt      Lightning's full checkpoint of the last epoch (for --resume)
-    RUN/metrics.json   best validation metrics (DESIGN.md metric names)
+    RUN/metrics.json   best validation metrics (metric names of ARCHITECTURE.md (``metrics.METRIC_NAMES``))
     RUN/log.csv        one row per epoch: every loss term and metric
 
 All files use paths relative to nothing: a run directory can be copied or moved.

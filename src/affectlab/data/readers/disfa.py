@@ -3,7 +3,7 @@
 Layout: ``ActionUnit_Labels/SN001/SN001_au1.txt`` with lines ``frame,intensity``
 (intensity 0-5) for AU1, 2, 4, 5, 6, 9, 12, 15, 17, 20, 25, 26, and the left-camera
 frames in ``frames/SN001/<frame>.jpg`` (any zero padding of the frame number). An AU is
-present when ``intensity >= threshold`` (default 2, see DESIGN.md; the AURA paper says
+present when ``intensity >= threshold`` (default 2, see ARCHITECTURE.md, Conventions; the AURA paper says
 "greater than 2", i.e. ``threshold=3``). Intensities are kept as ``AU<k>_intensity``.
 
 Frames can be extracted from ``Videos_LeftCamera/LeftVideoSN001_comp.avi`` with
