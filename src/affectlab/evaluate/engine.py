@@ -397,7 +397,9 @@ def run_evaluation(
     row-normalised confusion matrix and the cumulative absolute-error curves of
     :func:`affectlab.evaluate.plots.evaluation_plots`.
     """
-    if isinstance(smooth, str) and smooth.strip().lower() == "auto" and not Path(model).exists():
+    from affectlab.runtime.hub import is_packaged
+
+    if isinstance(smooth, str) and smooth.strip().lower() == "auto" and is_packaged(model):
         # a packaged model lives inside the installed package: storing mu there would be lost on upgrade
         raise ConfigError(
             f"--smooth auto stores the chosen mu in the model file, and {str(model)!r} is a packaged model; "
