@@ -126,3 +126,22 @@ def test_continuous_points_are_uniform_inside_the_ellipse():
     assert stats.kstest(d, "uniform").pvalue > 0.01
     np.testing.assert_allclose(va.std(axis=0), [0.3 / 2, 0.15 / 2], rtol=0.05)
     np.testing.assert_allclose(va.mean(axis=0), [0.1, -0.2], atol=0.01)
+
+
+def test_cli_manifest_written_away_from_its_images_says_how_to_load_it(tmp_path, capsys):
+    """Readers refuse paths leaving a manifest's folder; transfer-va says how to load its output."""
+    from affectlab.cli import main
+    from affectlab.data.datasets import load_dataset
+    from affectlab.data.synth import generate
+
+    generate(tmp_path / "faces", n=40, size=32, seed=1, progress=False)
+    out = tmp_path / "elsewhere" / "va.csv"
+    out.parent.mkdir()
+    assert main(["transfer-va", "--anchor", f"manifest:{tmp_path / 'faces' / 'labels.csv'}",
+                 "--target", f"manifest:{tmp_path / 'faces' / 'labels.csv'}", "--out", str(out)]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    spec = f"manifest:{out}?allow_outside_root=true"
+    assert spec in said
+    with pytest.raises(DatasetError, match="leaves the dataset root"):
+        load_dataset(f"manifest:{out}")
+    assert len(load_dataset(spec)) == 40

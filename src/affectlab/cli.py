@@ -641,6 +641,11 @@ def transfer_va_cmd(
         )
     Console().print(view)
     Console().print(f"wrote {plural(len(manifest), 'row')} to {out} and the ellipses to {ellipse_path(out)}", highlight=False)
+    if manifest["path"].astype(str).str.startswith("../").any():
+        # the images are outside the manifest's folder, which readers refuse unless told
+        Console().print(f"its images lie outside {out.parent}: train on it as "
+                        f"'manifest:{out}?allow_outside_root=true' (or write --out next to the images)",
+                        highlight=False, soft_wrap=True)
 
 
 @app.command("extract")
