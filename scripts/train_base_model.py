@@ -1,83 +1,61 @@
-"""Reproduce the packaged ``affectlab-base`` model from ``../shared/data/facial_expressions``.
+"""Reproduce the packaged ``affectlab-base`` model (version 2) from real faces and real teachers.
 
-Steps (each one is also runnable alone)::
+One command::
 
-    python scripts/train_base_model.py prepare   # detector crops + subject-disjoint manifests
-    python scripts/train_base_model.py train     # affectlab train (the documented command)
-    python scripts/train_base_model.py evaluate  # held-out + CK+ metrics, confusion matrices
-    python scripts/train_base_model.py aura      # AURA head on the model's frozen features, attached
-    python scripts/train_base_model.py aura-evaluate  # head vs base metrics, archetype usage
-    python scripts/train_base_model.py ship      # copy the weights into src/affectlab/models/
-    python scripts/train_base_model.py all       # prepare, train, evaluate, aura, aura-evaluate, ship
+    python scripts/train_base_model.py all      # teachers -> train -> evaluate -> aura -> ship
 
-Everything is written under ``--work`` (default ``build/affectlab-base``; never commit it:
-it holds face crops). Crops are made by affectlab's own analysis code
-(:class:`affectlab.perception.detectors.HaarDetector` + :func:`affectlab.perception.align.crop_faces`, the margin and
-size ``affectlab analyze`` uses), so training sees the framing analysis produces. When
-the detector finds no face the whole photograph is used as the crop (these images are
-already tight face photographs; ``affectlab analyze --detector none`` frames them the
-same way), and the manifest records ``detected = 0`` for those rows.
+Steps (each runnable alone, in this order)::
 
-The validation split holds out 15% of the identities (file name without the trailing
-``_NNNN``), drawn with a fixed seed, so the metrics are on people never seen in training.
+    teachers   YuNet framing + face-api logits + FaceLandmarker blendshapes, once, into --cache
+    train      MobileNetV2 (ImageNet init) distilled from the cache -> --work/run/model.ckpt
+    evaluate   held-out identities, CK+ (7 shared classes, per-AU ROC-AUC), London -> --work/evaluation.json
+    aura       AURA head on the trained encoder's frozen features (affectlab's own commands), attached
+    ship       half-precision copy into src/affectlab/models/affectlab-base.pt (<= 10 MB)
 
-The ``aura`` step fits the explanation head with affectlab's own commands (features of
-the trained model's encoder via ``--backbone run:RUN``, ``affectlab train --preset aura``
-on them, ``affectlab models attach-aura``) under ``--work/<run>_aura/``; ``ship`` copies
-the combined model when it exists (see :data:`AURA_PREDICT` and the model card).
+``--cache`` (default ``/work/distill-cache``) and ``--work`` (default
+``build/affectlab-base``) hold face crops of real people: never commit them.
+See ``docs/models/affectlab-base.md`` for the recipe, the figures and their limits.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-SOURCE = DATA / "facial_expressions"
-CKPLUS = DATA / "ckplus48"
+SHARED = ROOT.parent / "shared"
+DATA = SHARED / "data"
 SHIPPED = ROOT / "src" / "affectlab" / "models" / "affectlab-base.pt"
+sys.path.insert(0, str(ROOT / "scripts"))
 
-SIZE = 64          # crop side written to disk (the model resizes to its 48 px input)
-MARGIN = 0.2       # affectlab analyze's crop margin
-VAL_FRACTION = 0.15
+import distill_teachers as teachers_mod  # noqa: E402
+
+#: canonical affectlab order (schema.EXPRESSIONS)
+EXPRESSIONS = ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger", "contempt")
+#: face-api class i -> canonical index (face-api has no contempt)
+FACEAPI_TO_CANON = [EXPRESSIONS.index(c) for c in teachers_mod.FACEAPI_CLASSES]
+
+INPUT = 112            # student input side (MobileNetV2: ~4 ms per face on one core)
+MARGIN = 0.2           # the model's framing: YuNet box, square, 0.2 of its side added on every side
+VAL_FRACTION = 0.15    # held-out identities (the v1 split rule: same seed, same identities)
 SPLIT_SEED = 0
-MAX_PER_CLASS = 1500  # training images kept per class (only neutral and happiness have more)
-
-#: The documented training command (``{work}`` is replaced by the work folder).
-TRAIN_ARGS = [
-    "train", "--method", "baseline", "--preset", "baseline",
-    "--train", "manifest:{work}/train.csv", "--val", "manifest:{work}/val.csv",
-    "--out", "{work}/{run}", "--tasks", "expr", "--epochs", "10", "--seed", "0",
-    "--set", "sampler=balanced", "--set", "train_transform=faces", "--set", "monitor=expr_f1_macro",
-    "--set", "class_weighted=false", "--quiet",
-]
-
-
-#: The documented AURA head commands (``{work}``, ``{run}``, ``{aura}`` = ``{work}/{run}_aura``).
-EXTRACT_ARGS = [
-    ["extract", "manifest:{work}/train.csv", "--backbone", "run:{work}/{run}", "--out", "{aura}/train.zarr", "--overwrite", "-q"],
-    ["extract", "manifest:{work}/val.csv", "--backbone", "run:{work}/{run}", "--out", "{aura}/val.zarr", "--overwrite", "-q"],
-]
-AURA_TRAIN_ARGS = [
-    "train", "--preset", "aura", "--train", "features:{aura}/train.zarr", "--val", "features:{aura}/val.zarr",
-    "--out", "{aura}/head", "--tasks", "expr", "--seed", "0",
-    "--set", "sampler=balanced", "--set", "monitor=expr_f1_macro", "--quiet",
-]
-#: Whose expression prediction the shipped model outputs: "aura" (the head's; it was at
-#: least as good as the base head on the held-out identities, docs/models/affectlab-base.md)
-AURA_PREDICT = "aura"
-ATTACH_ARGS = [
-    "models", "attach-aura", "--model", "{work}/{run}", "--head", "{aura}/head",
-    "--out", "{aura}/model.ckpt", "--predict", AURA_PREDICT, "-q",
-]
+SEED = 0
+EPOCHS = 6
+BATCH = 48
+PER_EPOCH = 6000       # training draws per epoch (class-tempered sampling, see _sample_weights)
+LR = 1e-3
+TEMPERATURE = 2.0      # KD temperature of the face-api soft targets
+HARD_WEIGHT = 0.4      # weight of the (noisy) hard label; 1 - HARD_WEIGHT on the teacher
+AU_WEIGHT = 2.0        # weight of the AU distillation term
 
 
 def identity(name: str) -> str:
@@ -87,223 +65,319 @@ def identity(name: str) -> str:
     return head if sep and tail.isdigit() else stem
 
 
-_DETECTOR = None
-
-
-def _crop_one(item: tuple[str, str, str]) -> dict | None:
-    """Detect the largest face of one photograph, crop it as ``affectlab analyze`` does, save it."""
-    import cv2
-
-    from affectlab.perception.align import crop_faces
-    from affectlab.perception.detectors import HaarDetector
-
-    global _DETECTOR
-    if _DETECTOR is None:
-        cv2.setNumThreads(1)
-        # min_face 0.3: these photographs are face close-ups; the boxes equal those of the
-        # default 0.1 (checked on a sample) at half the search cost
-        _DETECTOR = HaarDetector(min_face=0.3)
-    name, expr, crops = item
-    bgr = cv2.imread(str(SOURCE / "images" / name), cv2.IMREAD_COLOR)
-    if bgr is None:
-        return None
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    _DETECTOR.reset()  # independent photographs: no tracking between them
-    boxes = np.asarray(_DETECTOR(rgb), dtype=np.float64).reshape(-1, 5)
-    if len(boxes):
-        # the largest face: these photographs are centred on one person
-        box, margin, found = boxes[np.argmax(boxes[:, 2] * boxes[:, 3])][None], MARGIN, 1
-    else:
-        h, w = rgb.shape[:2]
-        box, margin, found = np.array([[0.0, 0.0, w, h, 1.0]]), 0.0, 0
-    crop = crop_faces(rgb, box, SIZE, margin)[0]
-    out = Path(crops) / (Path(name).stem + ".png")
-    cv2.imwrite(str(out), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
-    return {"path": f"crops/{out.name}", "expression": expr, "subject": identity(name), "detected": found}
-
-
-def prepare(work: Path) -> None:
-    """Detect, crop and write ``train.csv`` / ``val.csv`` manifests under ``work``."""
-    from multiprocessing import Pool
-
-    import pandas as pd
-    from tqdm import tqdm
-
-    labels = pd.read_csv(SOURCE / "labels.csv")
-    labels["expression"] = labels["expression"].str.strip().str.lower()
-    crops = work / "crops"
-    crops.mkdir(parents=True, exist_ok=True)
-    items = [(n, e, str(crops)) for n, e in zip(labels["image"], labels["expression"])]
-    with Pool(2) as pool:
-        rows = [r for r in tqdm(pool.imap(_crop_one, items, chunksize=64), total=len(items), desc="crop", unit="img")
-                if r is not None]
-    table = pd.DataFrame(rows)
-    subjects = np.array(sorted(table["subject"].unique()))
+def split(names) -> np.ndarray:
+    """True for held-out rows: 15% of the identities, drawn with a fixed seed."""
+    ids = np.array([identity(n) for n in names])
+    subjects = np.array(sorted(set(ids)))
     rng = np.random.default_rng(SPLIT_SEED)
     held = set(rng.choice(subjects, size=int(round(VAL_FRACTION * len(subjects))), replace=False))
-    table["split"] = np.where(table["subject"].isin(held), "val", "train")
-    write_manifests(work, table)
-    summary = {
-        "images": int(len(table)),
-        "detected": int(table["detected"].sum()),
-        "subjects": int(len(subjects)),
-        "val_subjects": len(held),
-        "counts": {s: table[table["split"] == s]["expression"].value_counts().to_dict() for s in ("train", "val")},
-    }
-    (work / "prepare.json").write_text(json.dumps(summary, indent=2))
-    print(json.dumps(summary, indent=2))
+    return np.array([i in held for i in ids])
 
 
-def write_manifests(work: Path, table) -> None:
-    """``train.csv`` (majority classes capped at :data:`MAX_PER_CLASS`, seeded) and ``val.csv``."""
-    import pandas as pd
+# ---------------------------------------------------------------------------------------
+# targets
+# ---------------------------------------------------------------------------------------
 
-    train = table[table["split"] == "train"]
-    # neutral and happiness outnumber the rest 20:1; a capped, seeded subsample keeps the
-    # run within the CPU budget and loses little (the balanced sampler would see each
-    # majority image less than once per epoch anyway)
-    parts = [
-        g.sample(n=min(len(g), MAX_PER_CLASS), random_state=SPLIT_SEED) for _, g in train.groupby("expression", sort=True)
-    ]
-    pd.concat(parts).sort_values("path").to_csv(work / "train.csv", index=False)
-    table[table["split"] == "val"].to_csv(work / "val.csv", index=False)
+def au_targets(blendshapes: np.ndarray):
+    """(AU names, [N, K] AU values in [0, 1]) from the landmarker's blendshapes."""
+    try:
+        from affectlab.perception.au import AU_NAMES, blendshapes_to_aus
+    except ImportError:  # stand-in until perception/au.py lands
+        return _provisional_aus(blendshapes)
+    return list(AU_NAMES), np.asarray(blendshapes_to_aus(blendshapes), dtype=np.float32)
 
 
-RUN = "run"  # run folder under --work (``--run`` changes it, e.g. to retrain beside the first run)
+_BS = ["_neutral", "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
+       "cheekPuff", "cheekSquintLeft", "cheekSquintRight", "eyeBlinkLeft", "eyeBlinkRight", "eyeLookDownLeft",
+       "eyeLookDownRight", "eyeLookInLeft", "eyeLookInRight", "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft",
+       "eyeLookUpRight", "eyeSquintLeft", "eyeSquintRight", "eyeWideLeft", "eyeWideRight", "jawForward", "jawLeft",
+       "jawOpen", "jawRight", "mouthClose", "mouthDimpleLeft", "mouthDimpleRight", "mouthFrownLeft",
+       "mouthFrownRight", "mouthFunnel", "mouthLeft", "mouthLowerDownLeft", "mouthLowerDownRight",
+       "mouthPressLeft", "mouthPressRight", "mouthPucker", "mouthRight", "mouthRollLower", "mouthRollUpper",
+       "mouthShrugLower", "mouthShrugUpper", "mouthSmileLeft", "mouthSmileRight", "mouthStretchLeft",
+       "mouthStretchRight", "mouthUpperUpLeft", "mouthUpperUpRight", "noseSneerLeft", "noseSneerRight"]
+_PROVISIONAL = {
+    "AU1": ["browInnerUp"], "AU2": ["browOuterUpLeft", "browOuterUpRight"], "AU4": ["browDownLeft", "browDownRight"],
+    "AU5": ["eyeWideLeft", "eyeWideRight"], "AU6": ["cheekSquintLeft", "cheekSquintRight"],
+    "AU7": ["eyeSquintLeft", "eyeSquintRight"], "AU9": ["noseSneerLeft", "noseSneerRight"],
+    "AU10": ["mouthUpperUpLeft", "mouthUpperUpRight"], "AU12": ["mouthSmileLeft", "mouthSmileRight"],
+    "AU14": ["mouthDimpleLeft", "mouthDimpleRight"], "AU15": ["mouthFrownLeft", "mouthFrownRight"],
+    "AU17": ["mouthShrugLower"], "AU20": ["mouthStretchLeft", "mouthStretchRight"],
+    "AU23": ["mouthPressLeft", "mouthPressRight"], "AU24": ["mouthPressLeft", "mouthPressRight"],
+    "AU25": ["jawOpen"], "AU26": ["jawOpen"],
+}
 
 
-def train(work: Path) -> None:
-    """Run the documented ``affectlab train`` command."""
-    if (work / RUN).exists():
-        shutil.rmtree(work / RUN)
-    args = [a.replace("{work}", str(work)).replace("{run}", RUN) for a in TRAIN_ARGS]
-    # one intra-op thread: the same arithmetic on every machine, and no spinning OpenMP
-    # workers on a shared CPU
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "affectlab.cli", *args], check=True, env=env)
+def _provisional_aus(bs):
+    names = list(_PROVISIONAL)
+    cols = [bs[:, [_BS.index(b) for b in _PROVISIONAL[n]]].mean(1) for n in names]
+    return names, np.clip(np.stack(cols, 1), 0, 1).astype(np.float32)
 
 
-def _evaluate(model: Path, data: str, out: Path) -> dict:
-    subprocess.run(
-        [sys.executable, "-m", "affectlab.cli", "evaluate", "--model", str(model), "--data", data,
-         "--json", str(out / "metrics.json"), "--per-class", "--plots", str(out)],
-        check=True,
-    )
-    return json.loads((out / "metrics.json").read_text())
+def expr_targets(labels, logits: np.ndarray):
+    """Hard label index [N] and the teacher's tempered probabilities on the 8 classes [N, 8].
+
+    face-api has no contempt: its tempered distribution is spread over the other seven
+    and contempt gets 0; for the (9) images labelled contempt the hard label alone is the
+    target (see :func:`train`).
+    """
+    hard = np.array([EXPRESSIONS.index(e) for e in labels])
+    z = logits / TEMPERATURE
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    soft = np.zeros((len(p), len(EXPRESSIONS)), np.float32)
+    soft[:, FACEAPI_TO_CANON] = p
+    return hard, soft
 
 
-def evaluate(work: Path) -> None:
-    """Held-out identities and CK+ (never trained on) with ``affectlab evaluate``; prints a summary."""
-    model = work / RUN
-    results = {"val": _evaluate(model, f"manifest:{work}/val.csv", work / f"eval_val_{RUN}")}
-    if CKPLUS.is_dir():
-        results["ckplus"] = _evaluate(model, f"ckplus:{CKPLUS}", work / f"eval_ckplus_{RUN}")
-    (work / f"evaluation_{RUN}.json").write_text(json.dumps(results, indent=2))
-    for name, res in results.items():
-        flat = res.get("metrics", res)
-        keys = [k for k in flat if isinstance(flat[k], (int, float)) and k.startswith("expr_")]
-        print(name, {k: round(float(flat[k]), 4) for k in keys})
+def _sample_weights(hard: np.ndarray) -> np.ndarray:
+    """Per-image draw probabilities ~ count^-0.5 per class (half-way between natural and balanced).
+
+    Fully balanced draws (v1) cost accuracy on the neutral/happiness majority; natural
+    draws leave the 9 contempt and 21 fear images unseen most epochs.
+    """
+    counts = np.bincount(hard, minlength=len(EXPRESSIONS)).astype(float)
+    w = 1.0 / np.sqrt(np.maximum(counts[hard], 1))
+    return w / w.sum()
 
 
-def _affectlab(args: list[str], work: Path) -> None:
-    aura = work / f"{RUN}_aura"
-    args = [a.replace("{work}", str(work)).replace("{run}", RUN).replace("{aura}", str(aura)) for a in args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "affectlab.cli", *args], check=True, env=env)
+# ---------------------------------------------------------------------------------------
+# augmentation: one affine window of the cached canvas per sample
+# ---------------------------------------------------------------------------------------
+
+def window(canvas_px: int, rng, *, train: bool):
+    """(affine 2x3 canvas -> INPUT, tight-rectangle mask or None)."""
+    box = canvas_px / teachers_mod.CANVAS_SCALE  # the YuNet box side in canvas pixels
+    c = canvas_px / 2
+    if not train:
+        side, cx, cy, ang, flip = box * (1 + 2 * MARGIN), c, c, 0.0, False
+        tight = None
+    else:
+        r = rng.random()
+        if r < 0.25:
+            # tight: eyebrows to chin, no forehead, no background (what --detector none gets
+            # from a user's own tight crop); the crop is zero-padded to a square downstream
+            h = box * rng.uniform(0.80, 0.95)
+            w = h * rng.uniform(0.8, 1.0)
+            side, cx, cy = max(h, w), c + rng.normal(0, 0.02) * box, c + box * rng.uniform(0.02, 0.10)
+            tight = (w / side, h / side)
+        else:
+            side = box * rng.uniform(1.05, 1.8)  # other detectors' boxes, loose photographs
+            cx, cy = c + rng.normal(0, 0.05) * box, c + rng.normal(0, 0.05) * box
+            tight = None
+        ang = rng.normal(0, 8.0)
+        flip = rng.random() < 0.5
+    s = INPUT / side
+    a = math.radians(ang)
+    ca, sa = math.cos(a) * s, math.sin(a) * s
+    m = np.array([[ca, sa, 0.0], [-sa, ca, 0.0]])
+    m[:, 2] = INPUT / 2 - m[:, :2] @ np.array([cx, cy])
+    if flip:
+        m[0] = -m[0]
+        m[0, 2] += INPUT
+    return m, tight
 
 
-def aura(work: Path) -> None:
-    """Fit the AURA head on the trained model's frozen features and attach it (the documented commands)."""
-    folder = work / f"{RUN}_aura"
-    if (folder / "head").exists():
-        shutil.rmtree(folder / "head")
-    folder.mkdir(parents=True, exist_ok=True)
-    for args in EXTRACT_ARGS:
-        _affectlab(args, work)
-    _affectlab(AURA_TRAIN_ARGS, work)
-    _affectlab(ATTACH_ARGS, work)
-
-
-def _archetype_usage(model: Path, manifest: Path) -> dict:
-    """How the held-out faces spread over the archetypes, and how their labels agree."""
+def render(canvas: np.ndarray, rng, *, train: bool) -> np.ndarray:
+    """One INPUT x INPUT RGB uint8 view of a canvas (augmented when ``train``)."""
     import cv2
-    import pandas as pd
+
+    m, tight = window(canvas.shape[0], rng, train=train)
+    out = cv2.warpAffine(canvas, m, (INPUT, INPUT), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    if not train:
+        return out
+    if tight is not None:
+        tw, th = int(round(tight[0] * INPUT)), int(round(tight[1] * INPUT))
+        x0, y0 = (INPUT - tw) // 2, (INPUT - th) // 2
+        mask = np.zeros((INPUT, INPUT), bool)
+        mask[y0 : y0 + th, x0 : x0 + tw] = True
+        out[~mask] = 0
+    if rng.random() < 0.3:
+        g = cv2.cvtColor(out, cv2.COLOR_RGB2GRAY)
+        out = np.repeat(g[:, :, None], 3, axis=2)
+    if rng.random() < 0.2:  # low resolution (small faces in a frame, 48 px datasets)
+        k = int(rng.integers(24, 64))
+        out = cv2.resize(cv2.resize(out, (k, k), interpolation=cv2.INTER_AREA), (INPUT, INPUT))
+    if rng.random() < 0.2:
+        out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.5, 1.5))
+    if rng.random() < 0.5:
+        alpha, beta = rng.uniform(0.7, 1.3), rng.uniform(-30, 30)
+        out = np.clip(out.astype(np.float32) * alpha + beta, 0, 255).astype(np.uint8)
+    if rng.random() < 0.3:
+        ok, enc = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(15, 70))])
+        out = cv2.imdecode(enc, cv2.IMREAD_UNCHANGED)
+    return out
+
+
+def to_tensor(images: np.ndarray):
     import torch
+
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+    return (x - mean) / std
+
+
+# ---------------------------------------------------------------------------------------
+# steps
+# ---------------------------------------------------------------------------------------
+
+def teachers(work: Path, cache: Path) -> None:
+    """Compute every teacher output once (skips sets already in the cache)."""
+    for name in ("london", "ckplus", "fe"):
+        if not (cache / f"{name}_teachers.npz").is_file():
+            teachers_mod.build(name, cache)
+
+
+def load_set(cache: Path, name: str):
+    import pandas as pd
+
+    canvas = np.load(cache / f"{name}_canvas.npy", mmap_mode="r")
+    t = dict(np.load(cache / f"{name}_teachers.npz"))
+    labels = pd.read_csv(cache / f"{name}_labels.csv")
+    return canvas, t, labels
+
+
+def build_method(aus, weights=None):
+    """The student: ``baseline`` on ``torchvision:mobilenet_v2`` at :data:`INPUT` px, expr + AU heads."""
+    from affectlab.data.schema import LabelSpace
+    from affectlab.methods.baseline import BaselineMethod
+
+    space = LabelSpace(expressions=EXPRESSIONS, aus=tuple(aus))
+    return BaselineMethod(space, {
+        "backbone": "torchvision:mobilenet_v2", "backbone_options": {"input_size": INPUT},
+        "embed_dim": 256, "dropout": 0.2, "weights": None if weights is None else str(weights),
+    })
+
+
+def imagenet_weights(work: Path) -> Path:
+    """torchvision's MobileNetV2 IMAGENET1K_V1 file, through the asset hub.
+
+    ``$TORCH_HOME`` defaults to ``--work/torch_home`` (seeded from ``../shared/models``
+    when that folder is there; otherwise the hub downloads the file, sha256-verified).
+    """
+    os.environ.setdefault("TORCH_HOME", str(work / "torch_home"))
+    from affectlab.runtime.assets import asset_file, asset_path
+
+    target = asset_file("mobilenet-v2-imagenet")
+    local = SHARED / "models" / target.name
+    if not target.is_file() and local.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(local, target)
+    return asset_path("mobilenet-v2-imagenet")
+
+
+def train(work: Path, cache: Path) -> None:
+    """Distil the teachers into MobileNetV2 (see the module constants for every choice)."""
+    import torch
+    import torch.nn.functional as F
+
+    from affectlab.train.checkpoint import save_model
+
+    torch.manual_seed(SEED)
+    torch.set_num_threads(int(os.environ.get("AFFECTLAB_TRAIN_THREADS", "2")))
+    canvas, t, labels = load_set(cache, "fe")
+    exprs = [e.strip().lower() for e in labels["expression"]]
+    held = split(labels["image"])
+    hard, soft = expr_targets(exprs, t["faceapi_logits"])
+    au_names, au = au_targets(t["blendshapes"])
+    tr = np.flatnonzero(~held)
+    canvas_tr = np.asarray(canvas[tr])  # ~700 MB in RAM: no disk reads in the loop
+    hard_tr, soft_tr, au_tr = hard[tr], soft[tr], au[tr]
+    # contempt: the teacher cannot say it, so the hard label is the whole target
+    hw = np.where(hard_tr == EXPRESSIONS.index("contempt"), 1.0, HARD_WEIGHT).astype(np.float32)
+    p = _sample_weights(hard_tr)
+
+    method = build_method(au_names, imagenet_weights(work))
+    opt = torch.optim.AdamW(method.parameters(), lr=LR, weight_decay=1e-4)
+    steps = EPOCHS * (PER_EPOCH // BATCH)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=steps, pct_start=0.1)
+    rng = np.random.default_rng(SEED)
+    val_idx = np.flatnonzero(held)
+    log, t0, step = [], time.time(), 0
+    for epoch in range(EPOCHS):
+        method.train()
+        draws = rng.choice(len(tr), size=PER_EPOCH // BATCH * BATCH, p=p)
+        run = {"loss": 0.0, "expr": 0.0, "au": 0.0}
+        for b in range(0, len(draws), BATCH):
+            idx = draws[b : b + BATCH]
+            x = to_tensor(np.stack([render(canvas_tr[i], rng, train=True) for i in idx]))
+            out = method({"image": x})
+            logit = out.expr_logits
+            yh = torch.from_numpy(hard_tr[idx])
+            ys = torch.from_numpy(soft_tr[idx])
+            w = torch.from_numpy(hw[idx])
+            ce = F.cross_entropy(logit, yh, reduction="none")
+            kd = -(ys * F.log_softmax(logit / TEMPERATURE, 1)).sum(1) * TEMPERATURE**2
+            l_expr = (w * ce + (1 - w) * kd).mean()
+            l_au = F.binary_cross_entropy_with_logits(out.au_logits, torch.from_numpy(au_tr[idx]))
+            loss = l_expr + AU_WEIGHT * l_au
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            n = len(idx)
+            run["loss"] += float(loss) * n
+            run["expr"] += float(l_expr) * n
+            run["au"] += float(l_au) * n
+            if step % 25 == 0:
+                print(f"epoch {epoch} step {step}/{steps} loss {float(loss):.3f} {time.time() - t0:.0f}s", flush=True)
+        metrics = _val_metrics(method, canvas, val_idx, hard, au)
+        log.append({"epoch": epoch, **{k: v / len(draws) for k, v in run.items()}, **metrics,
+                    "elapsed_s": time.time() - t0})
+        print(json.dumps(log[-1]), flush=True)
+    method.eval()
+    run_dir = work / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_model(run_dir / "model.ckpt", method, preprocessing=method.preprocessing.to_dict(),
+               transform={"train": "distill (scripts/train_base_model.py)", "eval": "default"},
+               train_info={"recipe": "scripts/train_base_model.py", "epochs": EPOCHS, "seed": SEED,
+                           "temperature": TEMPERATURE, "hard_weight": HARD_WEIGHT, "au_weight": AU_WEIGHT,
+                           "train_seconds": time.time() - t0, "log": log})
+    (run_dir / "train_log.json").write_text(json.dumps(log, indent=2))
+    print(f"trained in {time.time() - t0:.0f}s -> {run_dir / 'model.ckpt'}")
+
+
+def predict_canvases(method, canvas, idx, batch=128):
+    """Expression probabilities [N, 8] and AU probabilities [N, K] on the model's standard framing."""
+    import torch
+
+    method.eval()
+    rng = np.random.default_rng(0)
+    pe, pa = [], []
+    with torch.inference_mode():
+        for b in range(0, len(idx), batch):
+            x = to_tensor(np.stack([render(np.asarray(canvas[i]), rng, train=False) for i in idx[b : b + batch]]))
+            out = method({"image": x})
+            pe.append(torch.softmax(out.expr_logits.float(), 1).numpy())
+            pa.append(torch.sigmoid(out.au_logits.float()).numpy())
+    return np.concatenate(pe), np.concatenate(pa)
+
+
+def _val_metrics(method, canvas, idx, hard, au):
     from sklearn.metrics import accuracy_score, f1_score
 
-    from affectlab.runtime.predictor import Predictor
-
-    torch.set_num_threads(1)
-    rows = pd.read_csv(manifest)
-    images = [cv2.cvtColor(cv2.imread(str(manifest.parent / p), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for p in rows["path"]]
-    predictor = Predictor.load(model)
-    table = predictor.predict_table(images)
-    arch = table["archetype"].to_numpy(dtype=int)
-    counts = np.bincount(arch)
-    p = counts[counts > 0] / counts.sum()
-    labels = list(predictor.label_space.expressions)
-    given = rows["expression"].to_numpy()
-    arch_label = table["archetype_label"].fillna("").to_numpy(dtype=object)
-    return {
-        "faces": int(len(table)),
-        "archetypes": int(len(predictor.method.member_count)),
-        "archetypes_used": int((counts > 0).sum()),
-        "perplexity": float(np.exp(-(p * np.log(p)).sum())),
-        "top5_share": float(np.sort(counts)[::-1][:5].sum() / counts.sum()),
-        "median_purity": float(np.nanmedian(table["archetype_purity"].to_numpy(dtype=float))),
-        "median_size": float(np.median(table["archetype_size"].to_numpy(dtype=float))),
-        # the archetype's majority label read as a prediction (nearest-archetype vote)
-        "archetype_label_acc": float(accuracy_score(given, arch_label)),
-        "archetype_label_f1_macro": float(f1_score(given, arch_label, labels=labels, average="macro", zero_division=0)),
-        "archetype_label_agrees_with_expression": float((arch_label == table["expression"].to_numpy(dtype=object)).mean()),
-    }
-
-
-def aura_evaluate(work: Path) -> None:
-    """The head's own prediction (features) vs the base head, the combined model, archetype usage."""
-    folder = work / f"{RUN}_aura"
-    results = {
-        "head_val": _evaluate(folder / "head", f"features:{folder}/val.zarr", folder / "eval_head_val"),
-        "combined_val": _evaluate(folder / "model.ckpt", f"manifest:{work}/val.csv", folder / "eval_val"),
-    }
-    if CKPLUS.is_dir():
-        results["combined_ckplus"] = _evaluate(folder / "model.ckpt", f"ckplus:{CKPLUS}", folder / "eval_ckplus")
-    results["base_val"] = _evaluate(work / RUN, f"manifest:{work}/val.csv", folder / "eval_base_val")
-    results["archetypes_val"] = _archetype_usage(folder / "model.ckpt", work / "val.csv")
-    (folder / "evaluation.json").write_text(json.dumps(results, indent=2))
-    for name, res in results.items():
-        flat = res.get("metrics", res)
-        print(name, {k: round(float(v), 4) for k, v in flat.items() if isinstance(v, (int, float))})
-
-
-def ship(work: Path) -> None:
-    """Copy the trained model file into the package (``src/affectlab/models/affectlab-base.pt``).
-
-    The model with the attached AURA head when the ``aura`` step made one, else the
-    image model alone.
-    """
-    src = work / f"{RUN}_aura" / "model.ckpt"
-    if not src.is_file():
-        src = work / RUN / "model.ckpt"
-    size = src.stat().st_size
-    if size > 10 * 1024 * 1024:
-        raise SystemExit(f"{src} is {size / 2**20:.1f} MB, over the 10 MB budget of a packaged model")
-    shutil.copyfile(src, SHIPPED)
-    print(f"shipped {SHIPPED} ({size / 2**20:.2f} MB)")
+    pe, pa = predict_canvases(method, canvas, idx)
+    y = hard[idx]
+    pred = pe.argmax(1)
+    return {"val_acc": float(accuracy_score(y, pred)),
+            "val_f1_macro": float(f1_score(y, pred, average="macro", labels=range(8), zero_division=0)),
+            "val_au_mae": float(np.abs(pa - au[idx]).mean())}
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=["prepare", "train", "evaluate", "aura", "aura-evaluate", "ship", "all"])
+    parser.add_argument("step", choices=["teachers", "train", "evaluate", "aura", "ship", "all"])
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "affectlab-base")
-    parser.add_argument("--run", default=RUN, help="Run folder under --work (default: run).")
+    parser.add_argument("--cache", type=Path, default=Path("/work/distill-cache"))
     args = parser.parse_args(argv)
-    globals()["RUN"] = args.run
-    work = args.work.resolve()
+    work, cache = args.work.resolve(), args.cache.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    steps = ["prepare", "train", "evaluate", "aura", "aura-evaluate", "ship"] if args.step == "all" else [args.step]
+    cache.mkdir(parents=True, exist_ok=True)
+    steps = ["teachers", "train", "evaluate", "aura", "ship"] if args.step == "all" else [args.step]
     for step in steps:
-        globals()[step.replace("-", "_")](work)
+        globals()[step](work, cache)
 
 
 if __name__ == "__main__":

@@ -584,6 +584,8 @@ _TV_SPECS: dict[str, dict[str, Any]] = {
     # node whose output is the map, its channels (= global dim), default input size
     "resnet18": {"map": "layer4", "c": 512, "size": 224},
     "resnet50": {"map": "layer4", "c": 2048, "size": 224},
+    # the packaged affectlab-base (v2) backbone, fine-tuned at 112 px
+    "mobilenet_v2": {"map": "features", "c": 1280, "size": 224},
     "efficientnet_v2_s": {"map": "features", "c": 1280, "size": 384},
     # the last stage; global = the classifier's pool + LayerNorm (MaxVitBackbone)
     "maxvit_t": {"map": "blocks", "c": 512, "size": 224},
