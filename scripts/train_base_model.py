@@ -56,6 +56,7 @@ LR = 1e-3
 TEMPERATURE = 2.0      # KD temperature of the face-api soft targets
 HARD_WEIGHT = 0.4      # weight of the (noisy) hard label; 1 - HARD_WEIGHT on the teacher
 AU_WEIGHT = 2.0        # weight of the AU distillation term
+AU_TEMPERATURE = 4.0   # AU targets: sigmoid(calibrated logit / AU_TEMPERATURE), see soften_aus
 #: MobileNetV2 blocks kept at their ImageNet weights (stem + first 3 inverted residuals:
 #: generic edges at 56/28 px; freezing them halves the CPU cost of a training step)
 FROZEN_BLOCKS = 4
@@ -81,40 +82,33 @@ def split(names) -> np.ndarray:
 # targets
 # ---------------------------------------------------------------------------------------
 
-def au_targets(blendshapes: np.ndarray):
-    """(AU names, [N, K] AU values in [0, 1]) from the landmarker's blendshapes."""
-    try:
-        from affectlab.perception.au import AU_NAMES, blendshapes_to_aus
-    except ImportError:  # stand-in until perception/au.py lands
-        return _provisional_aus(blendshapes)
-    return list(AU_NAMES), np.asarray(blendshapes_to_aus(blendshapes), dtype=np.float32)
+def au_targets(blendshapes: np.ndarray, landmarks: np.ndarray):
+    """(AU names, [N, K] AU probabilities) of the landmarker's mapping (:mod:`affectlab.perception.au`)."""
+    from affectlab.perception.au import AUS, au_probabilities
+
+    return list(AUS), np.asarray(au_probabilities(blendshapes, landmarks), dtype=np.float32)
 
 
-_BS = ["_neutral", "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
-       "cheekPuff", "cheekSquintLeft", "cheekSquintRight", "eyeBlinkLeft", "eyeBlinkRight", "eyeLookDownLeft",
-       "eyeLookDownRight", "eyeLookInLeft", "eyeLookInRight", "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft",
-       "eyeLookUpRight", "eyeSquintLeft", "eyeSquintRight", "eyeWideLeft", "eyeWideRight", "jawForward", "jawLeft",
-       "jawOpen", "jawRight", "mouthClose", "mouthDimpleLeft", "mouthDimpleRight", "mouthFrownLeft",
-       "mouthFrownRight", "mouthFunnel", "mouthLeft", "mouthLowerDownLeft", "mouthLowerDownRight",
-       "mouthPressLeft", "mouthPressRight", "mouthPucker", "mouthRight", "mouthRollLower", "mouthRollUpper",
-       "mouthShrugLower", "mouthShrugUpper", "mouthSmileLeft", "mouthSmileRight", "mouthStretchLeft",
-       "mouthStretchRight", "mouthUpperUpLeft", "mouthUpperUpRight", "noseSneerLeft", "noseSneerRight"]
-_PROVISIONAL = {
-    "AU1": ["browInnerUp"], "AU2": ["browOuterUpLeft", "browOuterUpRight"], "AU4": ["browDownLeft", "browDownRight"],
-    "AU5": ["eyeWideLeft", "eyeWideRight"], "AU6": ["cheekSquintLeft", "cheekSquintRight"],
-    "AU7": ["eyeSquintLeft", "eyeSquintRight"], "AU9": ["noseSneerLeft", "noseSneerRight"],
-    "AU10": ["mouthUpperUpLeft", "mouthUpperUpRight"], "AU12": ["mouthSmileLeft", "mouthSmileRight"],
-    "AU14": ["mouthDimpleLeft", "mouthDimpleRight"], "AU15": ["mouthFrownLeft", "mouthFrownRight"],
-    "AU17": ["mouthShrugLower"], "AU20": ["mouthStretchLeft", "mouthStretchRight"],
-    "AU23": ["mouthPressLeft", "mouthPressRight"], "AU24": ["mouthPressLeft", "mouthPressRight"],
-    "AU25": ["jawOpen"], "AU26": ["jawOpen"],
-}
+def soften_aus(prob: np.ndarray) -> np.ndarray:
+    """The AU distillation target: the landmarker's calibrated logit divided by :data:`AU_TEMPERATURE`.
+
+    The calibrated probabilities sit near 0 for most faces (0.018 at a neutral face's
+    median), which would leave the student nothing to rank them by; a tempered target
+    keeps the order. The student's logit is multiplied back by the temperature before
+    the model is saved (:func:`_untemper_au_head`), so it outputs calibrated probabilities.
+    """
+    p = np.clip(prob, 1e-6, 1 - 1e-6)
+    z = np.log(p) - np.log1p(-p)
+    return (1 / (1 + np.exp(-z / AU_TEMPERATURE))).astype(np.float32)
 
 
-def _provisional_aus(bs):
-    names = list(_PROVISIONAL)
-    cols = [bs[:, [_BS.index(b) for b in _PROVISIONAL[n]]].mean(1) for n in names]
-    return names, np.clip(np.stack(cols, 1), 0, 1).astype(np.float32)
+def _untemper_au_head(method) -> None:
+    import torch
+
+    last = method.heads["au"][-1]
+    with torch.no_grad():
+        last.weight.mul_(AU_TEMPERATURE)
+        last.bias.mul_(AU_TEMPERATURE)
 
 
 def expr_targets(labels, logits: np.ndarray):
@@ -283,10 +277,13 @@ def train(work: Path, cache: Path) -> None:
     exprs = [e.strip().lower() for e in labels["expression"]]
     held = split(labels["image"])
     hard, soft = expr_targets(exprs, t["faceapi_logits"])
-    au_names, au = au_targets(t["blendshapes"])
+    au_names, au = au_targets(t["blendshapes"], t["landmarks"])
     tr = np.flatnonzero(~held)
     canvas_tr = np.asarray(canvas[tr])  # ~700 MB in RAM: no disk reads in the loop
-    hard_tr, soft_tr, au_tr = hard[tr], soft[tr], au[tr]
+    hard_tr, soft_tr = hard[tr], soft[tr]
+    au_tr = soften_aus(au[tr])
+    au_ok = np.isfinite(au_tr).all(1)  # faces the landmarker could not read carry no AU target
+    au_tr[~au_ok] = 0.5
     # contempt: the teacher cannot say it, so the hard label is the whole target
     hw = np.where(hard_tr == EXPRESSIONS.index("contempt"), 1.0, HARD_WEIGHT).astype(np.float32)
     p = _sample_weights(hard_tr)
@@ -319,7 +316,8 @@ def train(work: Path, cache: Path) -> None:
             ce = F.cross_entropy(logit, yh, reduction="none")
             kd = -(ys * F.log_softmax(logit / TEMPERATURE, 1)).sum(1) * TEMPERATURE**2
             l_expr = (w * ce + (1 - w) * kd).mean()
-            l_au = F.binary_cross_entropy_with_logits(out.au_logits, torch.from_numpy(au_tr[idx]))
+            l_au = (F.binary_cross_entropy_with_logits(out.au_logits, torch.from_numpy(au_tr[idx]), reduction="none")
+                    .mean(1) * torch.from_numpy(au_ok[idx].astype(np.float32))).mean()
             loss = l_expr + AU_WEIGHT * l_au
             opt.zero_grad()
             loss.backward()
@@ -332,11 +330,12 @@ def train(work: Path, cache: Path) -> None:
             run["au"] += float(l_au.detach()) * n
             if step % 25 == 0:
                 print(f"epoch {epoch} step {step}/{steps} loss {float(loss):.3f} {time.time() - t0:.0f}s", flush=True)
-        metrics = _val_metrics(method, canvas, val_idx, hard, au)
+        metrics = _val_metrics(method, canvas, val_idx, hard, soften_aus(au))
         log.append({"epoch": epoch, **{k: v / len(draws) for k, v in run.items()}, **metrics,
                     "elapsed_s": time.time() - t0})
         print(json.dumps(log[-1]), flush=True)
     method.eval()
+    _untemper_au_head(method)
     run_dir = work / "run"
     run_dir.mkdir(parents=True, exist_ok=True)
     save_model(run_dir / "model.ckpt", method, preprocessing=method.preprocessing.to_dict(),
@@ -472,7 +471,7 @@ def evaluate_model(method, cache: Path) -> dict:
     fa = np.zeros((len(held), 8))
     fa[:, FACEAPI_TO_CANON] = _softmax(t["faceapi_logits"][held])
     res["heldout_teacher"] = _expr_report(exprs[held], fa.argmax(1), EXPRESSIONS)
-    _, au_t = au_targets(t["blendshapes"][held])
+    _, au_t = au_targets(t["blendshapes"][held], t["landmarks"][held])
     res["heldout_au_mae_vs_landmarker"] = {a: float(np.abs(pa[:, j] - au_t[:, j]).mean()) for j, a in enumerate(aus)}
     # CK+: the 7 classes it shares with the model; argmax over those
     canvas, t, labels = load_set(cache, "ckplus")
@@ -485,7 +484,7 @@ def evaluate_model(method, cache: Path) -> dict:
     fa[:, FACEAPI_TO_CANON] = _softmax(t["faceapi_logits"])
     res["ckplus_teacher"] = _expr_report(y, fa[:, cols].argmax(1), CK_CLASSES)
     coded = labels["aus"].fillna("").str.split()
-    _, au_lm = au_targets(t["blendshapes"])
+    _, au_lm = au_targets(t["blendshapes"], t["landmarks"])
     res["ckplus_au_auc"], res["ckplus_au_auc_landmarker"], res["ckplus_au_positives"] = {}, {}, {}
     for j, a in enumerate(aus):
         present = np.array([a in c for c in coded])
@@ -506,7 +505,7 @@ def evaluate_model(method, cache: Path) -> dict:
         "acc_smile_neutral": float(((pe[:, 1] > pe[:, 0]) == smile).mean()),
     }
     fa = _softmax(t["faceapi_logits"])
-    _, au_lm = au_targets(t["blendshapes"])
+    _, au_lm = au_targets(t["blendshapes"], t["landmarks"])
     res["london_teacher"] = {"auc_happiness": float(roc_auc_score(smile, fa[:, 1])),
                              "au12_pairs": _pairs(labels, au_lm[:, j12])[0]}
     crops, _ = tight_crops(cache)
