@@ -8,8 +8,14 @@ For every image of ``../shared/data/facial_expressions`` (training + held-out id
   the box, resized to ``CANVAS_PX`` (zero padding outside the photograph, as
   :func:`affectlab.data.transforms.crop_face`); the student's framings (standard,
   tight, loose) are all sub-windows of it, so augmentation never re-reads the photograph,
-* the face-api expression net's logits on the box (7 classes, no contempt),
-* the FaceLandmarker's 478 landmarks (canvas pixels) and 52 blendshapes.
+* the face-api expression net's logits on the box (7 classes, no contempt;
+  :mod:`affectlab.methods.faceapi`),
+* the FaceLandmarker's 478 landmarks (canvas pixels) and 52 blendshapes
+  (:class:`affectlab.perception.landmarks.FaceLandmarker` on the YuNet face; NaN when
+  the landmarker finds no face in the ROI).
+
+The teachers' files come from the asset hub (``affectlab models fetch`` or
+``affectlab models add``; ``$AFFECTLAB_HOME`` seeded from ``../shared/models`` here).
 
 Usage::
 
@@ -37,12 +43,13 @@ MODELS = SHARED / "models"
 
 CANVAS_SCALE = 1.8
 CANVAS_PX = 144
-#: face-api order (its manifest); no contempt
-FACEAPI_CLASSES = ("neutral", "happiness", "sadness", "anger", "fear", "disgust", "surprise")
+#: the order of the cached face-api logits: affectlab's canonical order without contempt
+#: (:func:`affectlab.methods.faceapi.faceapi_label_space`)
+FACEAPI_CLASSES = ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger")
 
 
 # ---------------------------------------------------------------------------------------
-# teachers (the shared modules replace these when they land: see _teachers())
+# teachers
 # ---------------------------------------------------------------------------------------
 
 class YuNet:
@@ -71,68 +78,6 @@ class YuNet:
         return box, kps, float(f[14])
 
 
-def faceapi_net(bin_path: Path, manifest_path: Path):
-    """face-api.js FaceExpressionNet as a torch module returning its 7 logits."""
-    import torch
-    import torch.nn.functional as F
-    from torch import nn
-
-    manifest = json.loads(manifest_path.read_text())
-    raw = np.frombuffer(bin_path.read_bytes(), dtype=np.uint8)
-    tensors, off = {}, 0
-    for spec in manifest[0]["weights"]:
-        n = int(np.prod(spec["shape"]))
-        q = spec.get("quantization")
-        if q:
-            vals = raw[off : off + n].astype(np.float32) * q["scale"] + q["min"]
-            off += n
-        else:
-            vals = raw[off : off + 4 * n].view(np.float32).copy()
-            off += 4 * n
-        tensors[spec["name"]] = torch.from_numpy(vals.reshape(spec["shape"]))
-
-    def same_pad(x, stride):
-        # TensorFlow 'same' padding (3x3): the extra row/column goes bottom/right
-        if stride == 1:
-            return F.pad(x, (1, 1, 1, 1))
-        h = x.shape[-1]
-        total = max((-(-h // 2) - 1) * 2 + 3 - h, 0)
-        return F.pad(x, (total // 2, total - total // 2, total // 2, total - total // 2))
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.t = {k: v for k, v in tensors.items()}
-
-        def sep(self, x, p, stride):
-            dw = self.t[p + "/depthwise_filter"].permute(2, 3, 0, 1)  # [C,1,3,3]
-            pw = self.t[p + "/pointwise_filter"].permute(3, 2, 0, 1)  # [O,C,1,1]
-            x = F.conv2d(same_pad(x, stride), dw, stride=stride, groups=x.shape[1])
-            return F.conv2d(x, pw) + self.t[p + "/bias"].view(1, -1, 1, 1)
-
-        def block(self, x, name, first):
-            if first:
-                w = self.t[name + "/conv0/filters"].permute(3, 2, 0, 1)
-                out1 = F.conv2d(same_pad(x, 2), w, stride=2) + self.t[name + "/conv0/bias"].view(1, -1, 1, 1)
-            else:
-                out1 = self.sep(x, name + "/conv0", 2)
-            out1 = F.relu(out1)
-            out2 = self.sep(out1, name + "/conv1", 1)
-            out3 = self.sep(F.relu(out1 + out2), name + "/conv2", 1)
-            out4 = self.sep(F.relu(out1 + out2 + out3), name + "/conv3", 1)
-            return F.relu(out1 + out2 + out3 + out4)
-
-        def forward(self, x):  # x: [B,3,112,112] RGB 0..255
-            mean = torch.tensor([122.782, 117.001, 104.298]).view(1, 3, 1, 1)
-            x = (x - mean) / 255.0
-            for i in range(4):
-                x = self.block(x, f"dense{i}", i == 0)
-            x = F.avg_pool2d(x, 7, 2).flatten(1)
-            return x @ self.t["fc/weights"] + self.t["fc/bias"]
-
-    return Net().eval()
-
-
 def faceapi_input(rgb: np.ndarray, box) -> np.ndarray:
     """face-api's framing: the detection box, zero-padded to a square (centred), 112 px."""
     x, y, w, h = box
@@ -147,50 +92,6 @@ def _square(rgb, cx, cy, side, px):
     m = np.array([[s, 0, px / 2 - s * cx], [0, s, px / 2 - s * cy]], dtype=np.float64)
     interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
     return cv2.warpAffine(rgb, m, (px, px), flags=interp, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-
-
-class Landmarker:
-    """FaceLandmarker's landmark + blendshape models (LiteRT) on a face crop."""
-
-    SUBSET = np.array([
-        0, 1, 4, 5, 6, 7, 8, 10, 13, 14, 17, 21, 33, 37, 39, 40, 46, 52, 53, 54, 55, 58, 61, 63, 65, 66, 67,
-        70, 78, 80, 81, 82, 84, 87, 88, 91, 93, 95, 103, 105, 107, 109, 127, 132, 133, 136, 144, 145, 146, 148,
-        149, 150, 152, 153, 154, 155, 157, 158, 159, 160, 161, 162, 163, 168, 172, 173, 176, 178, 181, 185, 191,
-        195, 197, 234, 246, 249, 251, 263, 267, 269, 270, 276, 282, 283, 284, 285, 288, 291, 293, 295, 296, 297,
-        300, 308, 310, 311, 312, 314, 317, 318, 321, 323, 324, 332, 334, 336, 338, 356, 361, 362, 365, 373, 374,
-        375, 377, 378, 379, 380, 381, 382, 384, 385, 386, 387, 388, 389, 390, 397, 398, 400, 402, 405, 409, 415,
-        454, 466, 468, 469, 470, 471, 472, 473, 474, 475, 476, 477,
-    ])
-
-    def __init__(self, task: Path, tmp: Path):
-        import zipfile
-
-        from ai_edge_litert.interpreter import Interpreter
-
-        tmp.mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(task) as z:
-            for name in ("face_landmarks_detector.tflite", "face_blendshapes.tflite"):
-                (tmp / name).write_bytes(z.read(name))
-        self.lm = Interpreter(model_path=str(tmp / "face_landmarks_detector.tflite"), num_threads=1)
-        self.bs = Interpreter(model_path=str(tmp / "face_blendshapes.tflite"), num_threads=1)
-        self.lm.allocate_tensors()
-        self.bs.allocate_tensors()
-        self.lm_in = self.lm.get_input_details()[0]["index"]
-        outs = self.lm.get_output_details()
-        self.lm_out = next(d["index"] for d in outs if d["shape"][-1] == 1434)
-        self.lm_score = next(d["index"] for d in outs if tuple(d["shape"]) == (1, 1, 1, 1))
-        self.bs_in = self.bs.get_input_details()[0]["index"]
-        self.bs_out = self.bs.get_output_details()[0]["index"]
-
-    def __call__(self, crop256: np.ndarray):
-        """478 x 3 landmarks (crop pixels), presence score, 52 blendshapes."""
-        self.lm.set_tensor(self.lm_in, (crop256.astype(np.float32) / 255.0)[None])
-        self.lm.invoke()
-        pts = self.lm.get_tensor(self.lm_out).reshape(478, 3).copy()
-        score = float(1 / (1 + np.exp(-self.lm.get_tensor(self.lm_score).ravel()[0])))
-        self.bs.set_tensor(self.bs_in, pts[self.SUBSET, :2][None].astype(np.float32))
-        self.bs.invoke()
-        return pts, score, self.bs.get_tensor(self.bs_out).ravel().copy()
 
 
 # ---------------------------------------------------------------------------------------
@@ -220,10 +121,14 @@ def build(name: str, cache: Path, limit: int | None = None) -> None:
     if limit:
         items, table = items[:limit], table.iloc[:limit]
     n = len(items)
-    det = YuNet(MODELS / "face_detection_yunet_2023mar.onnx")
-    fa = faceapi_net(MODELS / "face-api" / "face_expression_model.bin",
-                     MODELS / "face-api" / "face_expression_model-weights_manifest.json")
-    lm = Landmarker(MODELS / "face_landmarker.task", cache / "litert")
+    from affectlab.methods.faceapi import faceapi_label_space, load_faceapi_expression
+    from affectlab.perception.landmarks import FaceLandmarker
+    from affectlab.runtime.assets import asset_path
+
+    assert faceapi_label_space().expressions == FACEAPI_CLASSES
+    det = YuNet(asset_path("yunet"))
+    fa = load_faceapi_expression(asset_path("faceapi-expression"), asset_path("faceapi-expression-manifest"))
+    lm = FaceLandmarker(asset_path("face-landmarker"))
     canvas = np.lib.format.open_memmap(cache / f"{name}_canvas.npy", mode="w+", dtype=np.uint8,
                                        shape=(n, CANVAS_PX, CANVAS_PX, 3))
     boxes = np.zeros((n, 5), np.float32)
@@ -249,16 +154,16 @@ def build(name: str, cache: Path, limit: int | None = None) -> None:
         boxes[i, :4], boxes[i, 4], kps[i] = box, sc, kp
         cx, cy, side = box[0] + box[2] / 2, box[1] + box[3] / 2, max(box[2], box[3])
         canvas[i] = _square(rgb, cx, cy, CANVAS_SCALE * side, CANVAS_PX)
-        x = torch.from_numpy(faceapi_input(rgb, box).astype(np.float32)).permute(2, 0, 1)[None]
+        x = torch.from_numpy(faceapi_input(rgb, box).astype(np.float32) / 255.0).permute(2, 0, 1)[None]
         with torch.inference_mode():
-            logits[i] = fa(x)[0].numpy()
-        # the landmarker's ROI: the box enlarged 1.5x (margin 0.25), 256 px
-        crop = _square(rgb, cx, cy, 1.5 * side, 256)
-        pts, ms, bs = lm(crop)
-        # landmarks -> canvas pixels (both are squares centred on the box centre)
-        k = (CANVAS_PX / (CANVAS_SCALE * side)) * (1.5 * side / 256)
-        pts[:, :2] = (pts[:, :2] - 128) * k + CANVAS_PX / 2
-        marks[i], mscore[i], blend[i] = pts, ms, bs
+            logits[i] = fa({"image": x}).expr_logits[0].numpy()
+        res = lm(rgb, box[None], None if hit is None else kp[None])
+        pts = res.landmarks[0].copy()
+        # landmarks -> canvas pixels (a similarity: the AU geometry is scale-free)
+        k = CANVAS_PX / (CANVAS_SCALE * side)
+        pts[:, :2] = (pts[:, :2] - np.array([cx, cy])) * k + CANVAS_PX / 2
+        pts[:, 2] *= k
+        marks[i], mscore[i], blend[i] = pts, res.presence[0], res.blendshapes[0]
         if i % 500 == 0:
             print(f"{name} {i}/{n} {time.time() - t0:.0f}s", flush=True)
     canvas.flush()

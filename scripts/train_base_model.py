@@ -633,6 +633,89 @@ def evaluate(work: Path, cache: Path) -> None:
                       for k, v in res.items()}, indent=1))
 
 
+MAX_PER_CLASS = 1500  # AURA head training faces per class (only neutral and happiness have more)
+
+#: The documented AURA head commands (``{work}``; ``{aura}`` = ``{work}/run_aura``)
+EXTRACT_ARGS = [
+    ["extract", "manifest:{work}/train.csv", "--backbone", "run:{work}/run", "--out", "{aura}/train.zarr", "--overwrite", "-q"],
+    ["extract", "manifest:{work}/val.csv", "--backbone", "run:{work}/run", "--out", "{aura}/val.zarr", "--overwrite", "-q"],
+]
+AURA_TRAIN_ARGS = [
+    "train", "--preset", "aura", "--train", "features:{aura}/train.zarr", "--val", "features:{aura}/val.zarr",
+    "--out", "{aura}/head", "--tasks", "expr", "--seed", "0", "--epochs", "15",
+    "--set", "sampler=balanced", "--set", "monitor=expr_f1_macro", "--quiet",
+]
+#: the distilled heads keep predicting; the AURA head adds its archetype columns (its own
+#: expression prediction, trained on noisy hard labels alone, is below the distilled one)
+AURA_PREDICT = "base"
+ATTACH_ARGS = [
+    "models", "attach-aura", "--model", "{work}/run", "--head", "{aura}/head",
+    "--out", "{aura}/model.ckpt", "--predict", AURA_PREDICT, "-q",
+]
+
+
+def _affectlab(args: list[str], work: Path) -> None:
+    args = [a.replace("{work}", str(work)).replace("{aura}", str(work / "run_aura")) for a in args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "affectlab.cli", *args], check=True, env=env)
+
+
+def aura(work: Path, cache: Path) -> None:
+    """Write the standard-framing crops + manifests, fit the AURA head on the trained encoder, attach it."""
+    import cv2
+    import pandas as pd
+
+    canvas, _, labels = load_set(cache, "fe")
+    held = split(labels["image"])
+    crops = work / "crops"
+    crops.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, name in enumerate(labels["image"]):
+        out = crops / (Path(name).stem + ".png")
+        if not out.is_file():
+            cv2.imwrite(str(out), cv2.cvtColor(render(np.asarray(canvas[i]), rng, train=False), cv2.COLOR_RGB2BGR))
+        rows.append({"path": f"crops/{out.name}", "expression": labels["expression"][i].strip().lower(),
+                     "subject": identity(name), "split": "val" if held[i] else "train"})
+    table = pd.DataFrame(rows)
+    train = table[table["split"] == "train"]
+    parts = [g.sample(n=min(len(g), MAX_PER_CLASS), random_state=SPLIT_SEED) for _, g in train.groupby("expression")]
+    pd.concat(parts).sort_values("path").to_csv(work / "train.csv", index=False)
+    table[table["split"] == "val"].to_csv(work / "val.csv", index=False)
+    folder = work / "run_aura"
+    if (folder / "head").exists():
+        shutil.rmtree(folder / "head")
+    folder.mkdir(parents=True, exist_ok=True)
+    for args in EXTRACT_ARGS:
+        _affectlab(args, work)
+    _affectlab(AURA_TRAIN_ARGS, work)
+    _affectlab(ATTACH_ARGS, work)
+
+
+def ship(work: Path, cache: Path) -> None:
+    """Half-precision copy of the model (with its AURA head) into the package, at most 10 MB."""
+    import torch
+
+    from affectlab.train.checkpoint import FORMAT
+
+    src = work / "run_aura" / "model.ckpt"
+    if not src.is_file():
+        src = work / "run" / "model.ckpt"
+    payload = torch.load(src, map_location="cpu", weights_only=True)
+    assert payload.get("format") == FORMAT, src
+    # fp16 storage halves the file; load_state_dict casts back into the float32 modules
+    payload["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+    payload["train"] = {**dict(payload.get("train") or {}), "model_name": "affectlab-base", "model_version": 2}
+    tmp = SHIPPED.with_name(SHIPPED.name + ".tmp")
+    torch.save(payload, tmp)
+    size = tmp.stat().st_size
+    if size > 10 * 1024 * 1024:
+        tmp.unlink()
+        raise SystemExit(f"{src} is {size / 2**20:.1f} MB in half precision, over the 10 MB budget of a packaged model")
+    os.replace(tmp, SHIPPED)
+    print(f"shipped {SHIPPED} ({size / 2**20:.2f} MB) from {src}")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("step", choices=["teachers", "train", "evaluate", "aura", "ship", "all"])
