@@ -365,7 +365,7 @@ def train(work: Path, cache: Path) -> None:
     import torch
     import torch.nn.functional as F
 
-    from affectlab.train.checkpoint import save_model
+    from affectlab.modelfile import save_model
 
     torch.manual_seed(SEED)
     torch.set_num_threads(int(os.environ.get("AFFECTLAB_TRAIN_THREADS", "2")))
@@ -623,7 +623,7 @@ def evaluate(work: Path, cache: Path) -> None:
     """All figures of the model card for ``--work/run`` -> ``--work/evaluation.json``."""
     import torch
 
-    from affectlab.train.checkpoint import load_model
+    from affectlab.runtime.hub import load_model
 
     torch.set_num_threads(int(os.environ.get("AFFECTLAB_TRAIN_THREADS", "2")))
     method, _ = load_model(work / "run")
@@ -696,7 +696,7 @@ def ship(work: Path, cache: Path) -> None:
     """Half-precision copy of the model (with its AURA head) into the package, at most 10 MB."""
     import torch
 
-    from affectlab.train.checkpoint import FORMAT
+    from affectlab.modelfile import FORMAT
 
     src = work / "run_aura" / "model.ckpt"
     if not src.is_file():

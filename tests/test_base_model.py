@@ -18,7 +18,7 @@ import torch
 
 from affectlab.cli import main
 from affectlab.data.schema import EXPRESSIONS
-from affectlab.models import BASE_MODEL_FILE
+from affectlab.runtime.hub import BASE_MODEL_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -32,7 +32,7 @@ pytestmark = [needs_model]
 
 def test_shipped_file_is_small_half_precision_and_loads_safely():
     from affectlab.perception.au import AUS
-    from affectlab.train.checkpoint import load_model
+    from affectlab.runtime.hub import load_model
 
     assert BASE_MODEL_FILE.stat().st_size <= 10 * 1024 * 1024
     payload = torch.load(BASE_MODEL_FILE, map_location="cpu", weights_only=True)  # no unpickling
@@ -49,7 +49,7 @@ def test_shipped_file_is_small_half_precision_and_loads_safely():
     assert pre["input_size"] == 112
     assert info["method_config"]["base_config"]["backbone"] == "torchvision:mobilenet_v2"
     # the AURA head's archetype columns stay
-    from affectlab.predictor import Predictor
+    from affectlab.runtime.predictor import Predictor
 
     predictor = Predictor.load("default")
     assert "archetype" in predictor.extra_columns

@@ -2,9 +2,11 @@
 
 A model is addressed by
 
-- a **packaged name**: ``affectlab-base`` (alias ``default``) ships inside the package, a
-  small expression model trained on real in-the-wild faces (``docs/models/affectlab-base.md``);
-  it is what :func:`affectlab.analyze` uses when no model is given;
+- a **packaged name**: ``affectlab-base`` (alias ``default``) ships inside the package:
+  version 2, a MobileNetV2 distilled on real in-the-wild faces from face-api.js's expression
+  net and the FaceLandmarker's AUs (8 expressions, 15 AUs, fully offline;
+  ``docs/models/affectlab-base.md``); it is what :func:`affectlab.analyze` falls back to when
+  no model is given and no downloaded default is present;
 - an **imported name** (``affectlab models import emotiefflib:<name>``, see
   :mod:`affectlab.runtime.importers`): a folder under :func:`models_home` holding ``model.ckpt`` (an
   ordinary affectlab model file) and ``info.json``; ``models/`` under
@@ -304,7 +306,7 @@ def list_models() -> list[dict]:
             "name": BASE_MODEL,
             "kind": "packaged",
             "path": str(BASE_MODEL_FILE),
-            "description": "8 expressions from real faces, with nearest AURA archetype (default; no VA, no AUs)"
+            "description": "v2: 8 expressions + 15 AUs from real faces, with nearest AURA archetype (default; offline; no VA)"
             + ("" if BASE_MODEL_FILE.is_file() else " [weights file missing]"),
         }
     ]
