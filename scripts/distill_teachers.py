@@ -53,29 +53,36 @@ FACEAPI_CLASSES = ("neutral", "happiness", "sadness", "surprise", "fear", "disgu
 # ---------------------------------------------------------------------------------------
 
 class YuNet:
-    """Largest-score YuNet face of a photograph (small photographs are padded and upscaled)."""
+    """The largest face of a training photograph, by :class:`affectlab.perception.detectors.YuNetDetector`.
+
+    The framing policy for these small close-ups (not the detector) lives here: the face can
+    touch the border and fill the image, so the photograph is padded by a quarter on
+    every side and brought to >= 320 px before detection; the detector runs plain
+    (threshold 0.6, no upscale, no rotated retry, no keypoint refinement: the settings the
+    cache of the shipped model was built with).
+    """
 
     def __init__(self, path: Path):
-        self.det = cv2.FaceDetectorYN.create(str(path), "", (320, 320), score_threshold=0.6, nms_threshold=0.3)
+        from affectlab.perception.detectors import YuNetDetector
+
+        self.det = YuNetDetector(path, score_threshold=0.6, nms_threshold=0.3, upscale_below=0, retry_angles=(),
+                                 refine_above=0)
 
     def __call__(self, rgb: np.ndarray):
         h, w = rgb.shape[:2]
-        # close-ups: the face can touch the border and be tiny in pixels; pad a quarter and
-        # bring the longer side to >= 320 px so YuNet's anchors fit
         pad = int(round(0.25 * max(h, w)))
         big = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
         s = max(1.0, 320.0 / max(big.shape[:2]))
         if s != 1.0:
             big = cv2.resize(big, None, fx=s, fy=s, interpolation=cv2.INTER_LINEAR)
-        bgr = cv2.cvtColor(big, cv2.COLOR_RGB2BGR)
-        self.det.setInputSize((bgr.shape[1], bgr.shape[0]))
-        _, faces = self.det.detect(bgr)
-        if faces is None or len(faces) == 0:
+        faces = self.det(big)
+        if not len(faces.boxes):
             return None
-        f = faces[np.argmax(faces[:, 2] * faces[:, 3] * faces[:, 14])].astype(np.float64)
-        box = f[:4] / s - np.array([pad, pad, 0, 0])
-        kps = f[4:14].reshape(5, 2) / s - pad
-        return box, kps, float(f[14])
+        b = faces.boxes
+        i = int(np.argmax(b[:, 2] * b[:, 3] * b[:, 4]))
+        box = b[i, :4] / s - np.array([pad, pad, 0, 0])
+        kps = faces.keypoints[i] / s - pad
+        return box, kps, float(b[i, 4])
 
 
 def faceapi_input(rgb: np.ndarray, box) -> np.ndarray:

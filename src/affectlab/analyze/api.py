@@ -181,8 +181,6 @@ def analyze(
     from affectlab.runtime.detection import resolve_detector
 
     det, detector_name, note = resolve_detector(detector, detector_options)
-    if note:
-        warnings.warn(note, AnalyzeNotice, stacklevel=2)
     predictor = load_predictor(model, device=device, batch_size=batch_size)
     info = dict(getattr(predictor, "info", {}) or {})
     mu = smoothing_spec(smooth, info)
@@ -191,7 +189,18 @@ def analyze(
             f"smooth 'auto': the model {info.get('path') or info.get('name') or 'given'} stores no smoothing mu "
             "(`affectlab evaluate --smooth auto` stores one); predictions are NOT smoothed -- pass a number to smooth",
             AnalyzeNotice, stacklevel=2)
-    stage = _mesh_stage(mesh, landmarks, blendshapes, predictor.label_space.aus)
+    stage, no_landmarker = _mesh_stage(mesh, landmarks, blendshapes, predictor.label_space.aus)
+    # what is missing is said in one line (both the detector and the landmarker are absent
+    # on a first offline run: one notice, not two)
+    missing = note is not None, no_landmarker
+    if all(missing):
+        from affectlab.analyze.defaults import missing_assets_notice
+
+        warnings.warn(missing_assets_notice(predictor.label_space), AnalyzeNotice, stacklevel=2)
+    elif note:
+        warnings.warn(note, AnalyzeNotice, stacklevel=2)
+    elif no_landmarker:
+        warnings.warn(LANDMARKER_NOTICE, AnalyzeNotice, stacklevel=2)
     analyzer = Analyzer(predictor, det, every=every, start=start, end=end, batch_size=batch_size, smooth=mu,
                         threads=threads, mesh=stage)
     space = predictor.label_space
@@ -300,24 +309,28 @@ def analyze(
     return table
 
 
+LANDMARKER_NOTICE = ("no head pose and no landmarker AUs: the face-landmarker asset is not present "
+                     "(`affectlab models fetch face-landmarker`, or `affectlab models add face_landmarker.task`)")
+
+
 def _mesh_stage(mesh, landmarks: bool, blendshapes: bool, model_aus):
-    """The landmark stage analyze runs (``None``: none), or an error naming the missing asset."""
-    from affectlab.analyze.defaults import LANDMARKER_ASSET, landmarker_present
+    """(the landmark stage analyze runs or ``None``, whether it is skipped for lack of the asset).
+
+    Asking for landmarks without the asset is an error naming it.
+    """
+    from affectlab.analyze.defaults import landmarker_present
     from affectlab.analyze.mesh import MeshStage
 
     if mesh is not None and not isinstance(mesh, bool):
         raise ConfigError(f"mesh must be True, False or None (auto), got {mesh!r}")
     wanted = [name for name, on in (("landmarks", landmarks), ("blendshapes", blendshapes)) if on]
     if mesh is False and not wanted:
-        return None
+        return None, False
     if mesh is None and not wanted and not landmarker_present():
-        warnings.warn(f"no head pose and no landmarker AUs: the {LANDMARKER_ASSET} asset is not present "
-                      f"(`affectlab models fetch {LANDMARKER_ASSET}`, or `affectlab models add face_landmarker.task`)",
-                      AnalyzeNotice, stacklevel=3)
-        return None
+        return None, True  # analyze says so (LANDMARKER_NOTICE)
     # asked for (or present): a missing or damaged asset raises AssetMissingError naming it
     return MeshStage(pose=mesh is not False, aus=mesh is not False, landmarks=landmarks, blendshapes=blendshapes,
-                     model_aus=model_aus)
+                     model_aus=model_aus), False
 
 
 def _sources_line(sources: Mapping[str, str]) -> str:

@@ -311,11 +311,16 @@ def corpus_settings(predictor, settings: AnalyzeSettings) -> dict[str, Any]:
     from affectlab.analyze.pipeline import Analyzer, smoothing_spec
     from affectlab.analyze.resume import run_settings
 
-    from affectlab.analyze.api import _mesh_stage
+    import warnings
+
+    from affectlab.analyze.api import LANDMARKER_NOTICE, AnalyzeNotice, _mesh_stage
 
     info = dict(getattr(predictor, "info", {}) or {})
     mu = smoothing_spec(settings.smooth, info)
-    stage = _mesh_stage(settings.mesh, settings.landmarks, settings.blendshapes, predictor.label_space.aus)
+    stage, no_landmarker = _mesh_stage(settings.mesh, settings.landmarks, settings.blendshapes,
+                                       predictor.label_space.aus)
+    if no_landmarker:
+        warnings.warn(LANDMARKER_NOTICE, AnalyzeNotice, stacklevel=2)
     settings.mesh = stage is not None  # decided once here, so every worker runs the same stage
     columns = Analyzer(predictor, lambda image: None, every=settings.every, mesh=stage).columns
     return run_settings(predictor, info, columns, settings.detector, settings.detector_options, settings.every,

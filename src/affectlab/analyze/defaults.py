@@ -58,3 +58,24 @@ def resolve_default_model() -> str:
 def landmarker_present() -> bool:
     """Whether the ``face-landmarker`` asset is present and verified (no download)."""
     return _present(LANDMARKER_ASSET)
+
+
+def missing_assets_notice(label_space) -> str:
+    """One line for a run without YuNet and without the landmarker (a first offline run).
+
+    Says what the run uses instead, what each asset would add and the commands that get
+    them -- online (``models fetch``) or from local copies (``models add``, the wording of
+    :class:`~affectlab.runtime.assets.AssetMissingError`).
+    """
+    gives = []
+    if getattr(label_space, "expressions", ()):
+        gives.append("expressions")
+    if getattr(label_space, "aus", ()):
+        gives.append("AUs")
+    own = f" (the model's own {' and '.join(gives)} are given)" if gives else ""
+    return (
+        "not installed, and would improve this run: yunet (face detector; OpenCV's Haar cascades are used "
+        "instead, which miss rotated, small and dark faces) and face-landmarker (head pose, landmarks, the "
+        f"landmarker's AUs){own}; get them with `affectlab models fetch yunet face-landmarker`, or from local "
+        "copies with `affectlab models add face_detection_yunet_2023mar.onnx face_landmarker.task`"
+    )
