@@ -181,11 +181,13 @@ def test_default_model_resolves_to_packaged_file():
             resolve_model("default")
         pytest.skip("packaged weights not built in this checkout")
     assert resolve_model("default") == BASE_MODEL_FILE
-    # at most 10 MB, predicts the eight expressions and nothing else
+    # at most 10 MB, predicts the eight expressions and the landmarker's AUs (v2), no VA
     assert BASE_MODEL_FILE.stat().st_size <= 10 * 1024 * 1024
     predictor = load_predictor(None)
     assert predictor.label_space.expressions == EXPRESSIONS
-    assert not predictor.label_space.va and not predictor.label_space.aus
+    from affectlab.perception.au import AUS
+
+    assert not predictor.label_space.va and predictor.label_space.aus == AUS
     # gray and colour crops of any size are accepted; probabilities are distributions
     rng = np.random.default_rng(0)
     out = predictor.predict([rng.integers(0, 256, (80, 80), dtype=np.uint8),
