@@ -91,3 +91,20 @@ def assets_home_session(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         _isolate(mp, home)
         yield home
+
+
+# ----------------------------------------------------------------------------- analyze tests
+@pytest.fixture(scope="module")
+def predictor():
+    """A real (untrained) baseline on the built-in small CNN, per test module."""
+    from analyze_media import untrained_predictor
+
+    return untrained_predictor()
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory, predictor):
+    """:func:`predictor` saved as a ``model.ckpt`` (for the CLI and other processes)."""
+    from affectlab.modelfile import save_model
+
+    return save_model(tmp_path_factory.mktemp("run") / "model.ckpt", predictor.method)

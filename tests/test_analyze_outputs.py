@@ -18,21 +18,9 @@ from affectlab.analyze.resume import progress_path
 from affectlab.analyze.table import AffectTable
 from affectlab.cli import main
 from affectlab.errors import ConfigError
-from analyze_media import decode_count, synth_clip, untrained_predictor, write_video
+from analyze_media import decode_count, synth_clip, write_video
 
 N_FRAMES = 8
-
-
-@pytest.fixture(scope="module")
-def predictor():
-    return untrained_predictor()
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory, predictor):
-    from affectlab.modelfile import save_model
-
-    return save_model(tmp_path_factory.mktemp("run") / "model.ckpt", predictor.method)
 
 
 @pytest.fixture(scope="module")

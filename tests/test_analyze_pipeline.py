@@ -12,14 +12,9 @@ from affectlab.analyze.table import AffectTable, table_columns
 from affectlab.cli import main
 from affectlab.errors import ModelError
 from affectlab.temporal import smooth
-from analyze_media import decode_count, synth_clip, untrained_predictor, write_video
+from analyze_media import decode_count, synth_clip, write_video
 
 N_FRAMES = 12
-
-
-@pytest.fixture(scope="module")
-def predictor():
-    return untrained_predictor()
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +22,6 @@ def clip(tmp_path_factory):
     images, labels = synth_clip(N_FRAMES, size=64)
     folder = tmp_path_factory.mktemp("clip")
     return write_video(folder / "clip.mp4", images, fps=10), images
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory, predictor):
-    from affectlab.modelfile import save_model
-
-    return save_model(tmp_path_factory.mktemp("run") / "model.ckpt", predictor.method)
 
 
 def _frames(video):

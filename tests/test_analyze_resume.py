@@ -21,11 +21,6 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def predictor():
-    return untrained_predictor()
-
-
-@pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     folder = tmp_path_factory.mktemp("clips")
     return [write_video(folder / f"v{k}.mp4", synth_clip(N_FRAMES, size=64, seed=k)[0], fps=10) for k in range(3)]
@@ -40,13 +35,6 @@ def images(tmp_path_factory):
         Image.fromarray(frames[2 * k]).save(folder / f"i{k}.png")
         paths.append(folder / f"i{k}.png")
     return paths
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory, predictor):
-    from affectlab.modelfile import save_model
-
-    return save_model(tmp_path_factory.mktemp("run") / "model.ckpt", predictor.method)
 
 
 def _stop_after(monkeypatch, n):

@@ -18,22 +18,10 @@ from affectlab.analyze import corpus
 from affectlab.analyze.corpus import INDEX_FILE, read_index, read_input_lists, run_corpus, table_name
 from affectlab.errors import ConfigError
 
-from analyze_media import synth_clip, untrained_predictor, write_video
+from analyze_media import synth_clip, write_video
 
 N_FRAMES = 8
 OPTIONS = {"detector": "none", "batch_size": 4}
-
-
-@pytest.fixture(scope="module")
-def predictor():
-    return untrained_predictor()
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory, predictor):
-    from affectlab.modelfile import save_model
-
-    return save_model(tmp_path_factory.mktemp("run") / "model.ckpt", predictor.method)
 
 
 @pytest.fixture(scope="module")
