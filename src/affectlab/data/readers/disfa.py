@@ -3,8 +3,11 @@
 Layout: ``ActionUnit_Labels/SN001/SN001_au1.txt`` with lines ``frame,intensity``
 (intensity 0-5) for AU1, 2, 4, 5, 6, 9, 12, 15, 17, 20, 25, 26, and the left-camera
 frames in ``frames/SN001/<frame>.jpg`` (any zero padding of the frame number). An AU is
-present when ``intensity >= threshold`` (default 2, see ARCHITECTURE.md, Conventions; the AURA paper says
-"greater than 2", i.e. ``threshold=3``). Intensities are kept as ``AU<k>_intensity``.
+present when ``intensity >= threshold`` (default 2, see ARCHITECTURE.md, Conventions), or,
+with ``above=N``, when ``intensity > N``: the AURA paper's "greater than 2" is
+``disfa:ROOT?above=2&aus=8`` (the same as ``threshold=3``, since intensities are integers).
+``aus`` takes a set name (``disfa12``, ``disfa8``), its size (``8``, ``12``) or AU names
+(``AU1,AU2,AU4``). Intensities are kept as ``AU<k>_intensity``.
 
 Frames can be extracted from ``Videos_LeftCamera/LeftVideoSN001_comp.avi`` with
 :func:`extract_frames` (or ``load_dataset("disfa:...", extract=True)``). Splits are the
@@ -120,7 +123,14 @@ def read_intensity_file(source: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _parse_aus(aus) -> tuple[str, ...]:
-    if isinstance(aus, str):
+    # from a spec query: ``aus=8`` arrives as the int 8, ``aus=AU1,AU2`` as one string
+    if isinstance(aus, (int, np.integer)) and not isinstance(aus, bool):
+        if f"disfa{int(aus)}" not in AU_SETS:
+            raise ConfigError(f"disfa aus={aus}: no DISFA AU set of that size; use 8 or 12, a set name or AU names")
+        chosen = AU_SETS[f"disfa{int(aus)}"]
+    elif isinstance(aus, str) and "," in aus:
+        chosen = tuple(au_name(a) for a in aus.split(",") if a.strip())
+    elif isinstance(aus, str):
         chosen = au_set(aus)
     else:
         chosen = tuple(au_name(a) for a in aus)
@@ -142,7 +152,8 @@ def _frame_files(folder: Path) -> dict[int, str]:
 @register_reader(
     "disfa",
     layout="ActionUnit_Labels/SN001/SN001_au1.txt ('frame,intensity') + frames/SN001/<frame>.jpg "
-    "(extract=True decodes Videos_LeftCamera/); AU present if intensity >= threshold (2); splits part1-3",
+    "(extract=True decodes Videos_LeftCamera/); AU present if intensity >= threshold (2), or > above "
+    "(AURA: ?above=2&aus=8); splits part1-3",
     splits=("part1", "part2", "part3"),
     split_aliases={"fold1": "part1", "fold2": "part2", "fold3": "part3"},
 )
@@ -150,8 +161,9 @@ def read_disfa(
     root: Path,
     split: str,
     *,
-    threshold: int = 2,
-    aus: str | Sequence[str] = "disfa12",
+    threshold: int | None = None,
+    above: int | None = None,
+    aus: str | int | Sequence[str] = "disfa12",
     subjects: Sequence[str] | None = None,
     extract: bool = False,
 ) -> ReadResult:
@@ -159,17 +171,29 @@ def read_disfa(
 
     Parameters
     ----------
-    threshold : int
-        AU present when intensity >= threshold (1-5).
-    aus : str or sequence
-        AU set name (``disfa12``, ``disfa8``) or AU names.
+    threshold : int, optional
+        AU present when ``intensity >= threshold`` (1-5; default 2).
+    above : int, optional
+        Instead of ``threshold``: AU present when ``intensity > above`` (0-4); the AURA
+        paper's "greater than 2" is ``above=2``.
+    aus : str, int or sequence
+        AU set name (``disfa12``, ``disfa8``), its size (``8``, ``12``), comma-separated
+        AU names (``"AU1,AU2"``) or a sequence of AU names.
     subjects : sequence of str, optional
         Keep only these subjects (e.g. ``["SN001"]``) of the part, or of all parts
         when no SPLIT is given.
     extract : bool
         Extract missing frame folders from the left-camera videos first (PyAV).
     """
-    if not isinstance(threshold, (int, float)) or not 1 <= threshold <= 5:
+    if threshold is not None and above is not None:
+        raise ConfigError(f"disfa: give threshold (present if intensity >= threshold) or above (present if intensity > above), "
+                          f"not both (got threshold={threshold!r}, above={above!r})")
+    if above is not None:
+        if isinstance(above, bool) or not isinstance(above, (int, float)) or not 0 <= above <= 4:
+            raise ConfigError(f"disfa above must be in 0..4 (present if intensity > above), got {above!r}")
+    elif threshold is None:
+        threshold = 2
+    elif isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 1 <= threshold <= 5:
         raise ConfigError(f"disfa threshold must be in 1..5 (present if intensity >= threshold), got {threshold!r}")
     chosen = _parse_aus(aus)
     label_root = root / LABEL_DIR
@@ -221,7 +245,7 @@ def read_disfa(
         tables.append(table.reset_index(drop=True))
     merged = pd.concat(tables, ignore_index=True)
     intens = merged[list(chosen)].to_numpy(dtype=np.float64)
-    present = np.where(np.isnan(intens), -1, (intens >= threshold).astype(np.int64)).astype(np.int8)
+    present = np.where(np.isnan(intens), -1, (intens > above if above is not None else intens >= threshold).astype(np.int64)).astype(np.int8)
     extra = {f"{n}_intensity": merged[n].to_numpy() for n in chosen}
     labels = canonical_table(
         merged["path"],
