@@ -328,9 +328,10 @@ def test_datasets_command_lists_formats_and_describes_a_spec(manifest, capsys):
 
     assert main(["datasets"]) == 0
     out = capsys.readouterr().out
-    for name in ("affectnet", "rafdb", "fer2013", "abaw", "disfa", "emotic", "manifest", "imagefolder", "ckplus"):
+    for name in ("affectnet", "rafdb", "fer2013", "abaw", "disfa", "emotic", "manifest", "imagefolder", "ckplus",
+                 "emotionet", "afewva"):
         assert name in out
-    assert "threshold=2" in out and "variant=8" in out
+    assert "threshold=None" in out and "above=None" in out and "variant=8" in out
     assert main(["datasets", str(manifest / "labels.csv")]) == 0
     out = capsys.readouterr().out
     assert "4 samples" in out and "3 expressions" in out
