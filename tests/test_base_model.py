@@ -78,7 +78,9 @@ def _photo(face_file: Path, tmp_path: Path, name: str) -> Path:
 def test_offline_analyze_gives_expressions_and_aus_and_says_once_what_would_help(tmp_path, capsys):
     # the autouse fixture gives every test an empty AFFECTLAB_HOME with AFFECTLAB_OFFLINE=1
     from affectlab.runtime.assets import affectlab_home, offline
+    from affectlab.runtime.detection import reset_notices
 
+    reset_notices()  # the Haar fallback is said once per process; this test is a fresh user's first run
     assert offline() and not any(affectlab_home().rglob("*.*"))
     labels = pd.read_csv(FACES / "labels.csv")
     names = labels[labels["expression"].str.lower() == "happiness"]["image"].iloc[:2]
