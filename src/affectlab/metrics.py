@@ -633,6 +633,65 @@ def r2(y_true, y_pred):
     return _per_column(y_true, y_pred, "r2", _r2_1d)
 
 
+# --------------------------------------------------------- discrete valence / arousal
+
+
+def va_bins(values, num_bins: int = 21) -> np.ndarray:
+    """Canonical [-1, 1] valence / arousal -> integer bin 0..num_bins-1; NaN -> -1.
+
+    The discrete labels of the VA-VAE report (AFEW-VA's integers -10..10 with the default
+    21 bins): ``round(v * h) + h`` with ``h = (num_bins - 1) / 2``, values clipped to
+    [-1, 1], ties rounded to even (as ``torch.round`` does in the model's loss).
+
+    Raises
+    ------
+    ValueError
+        For an even or too small ``num_bins`` (no bin centred on 0).
+    """
+    if not isinstance(num_bins, (int, np.integer)) or num_bins < 3 or num_bins % 2 == 0:
+        raise ValueError(f"num_bins must be an odd integer >= 3 (a bin centred on 0), got {num_bins!r}")
+    v = _float_array(values, "values", allow_nan=True)
+    half = (num_bins - 1) // 2
+    out = np.full(v.shape, -1, dtype=np.int64)
+    ok = ~np.isnan(v)
+    out[ok] = np.round(np.clip(v[ok], -1.0, 1.0) * half).astype(np.int64) + half
+    return out
+
+
+def binned_cross_entropy(y_bins, logits) -> float:
+    """Mean cross-entropy of bin logits against integer bins (VA-VAE Task 2, discrete labels).
+
+    Same as :func:`sklearn.metrics.log_loss` on the softmax of ``logits`` with
+    ``labels=range(K)`` (natural log). Rows whose bin is -1 (missing) are left out.
+
+    Parameters
+    ----------
+    y_bins : array-like of int, shape [N]
+        Bin index 0..K-1, -1 missing (e.g. from :func:`va_bins`).
+    logits : array-like of float, shape [N, K]
+
+    Returns
+    -------
+    float
+        NaN (with a :class:`MissingLabelsWarning`) when no row is labelled.
+    """
+    z = _float_array(logits, "logits", allow_nan=False)
+    if z.ndim != 2 or z.shape[1] < 2:
+        raise ValueError(f"logits must have shape [N, K] with K >= 2, got {z.shape}")
+    y = _int_labels(y_bins, "y_bins", what="bin")
+    _check_len(y, z, "y_bins", "logits")
+    bad = (y < -1) | (y >= z.shape[1])
+    if bad.any():
+        raise ValueError(f"y_bins value {int(y[bad][0])} is outside 0..{z.shape[1] - 1} (or -1 for missing)")
+    keep = y >= 0
+    if not keep.any():
+        return _warn_missing("binned_cross_entropy", "bin")
+    z, y = z[keep], y[keep]
+    m = z.max(axis=1, keepdims=True)
+    log_p = z - m - np.log(np.exp(z - m).sum(axis=1, keepdims=True))
+    return float(-np.mean(log_p[np.arange(len(y)), y]))
+
+
 # ------------------------------------------------------------------------ ABAW score
 
 

@@ -12,12 +12,20 @@ as PNG:
    paper compares ``z_v`` with V and ``z_a`` with A directly; a multi-dimensional part
    is read through its first coordinate), and the same for the projections
    ``Proj_v(z_v)``, ``Proj_a(z_a)`` of the regularized VAE. "combined" is the sum of
-   the V and A values, as in the paper.
+   the V and A values, as in the paper. A model trained on discrete labels
+   (``va_loss="ce"``/``"bce"``: 21 bins of -10..10) also gets ``V_ce``, ``A_ce`` and
+   ``combined_ce``: the cross-entropy of its projection's bin logits against the true
+   bins (the paper's "Combined CE" for IMFDB / AFEW discrete).
 3. ``expression.csv``: accuracy of a decision tree, an RBF SVM and a small MLP
    predicting the expression class from ``z_v``, ``z_a`` and both.
 4. ``regression.csv``: explained variance and R^2 of Ridge, Lasso, SVR and an MLP
    regressing V from ``z_v`` and A from ``z_a``.
-5. ``inverse_regression.csv``: the same for ``z_v -> A`` and ``z_a -> V``. Read it with
+   With discrete labels (a model with ``va_loss`` ``ce``/``bce``, or ``discrete=True``)
+   also ``regression_discrete.csv``: held-out accuracy of a decision tree, an RBF SVM
+   and an MLP classifying the V bin from ``z_v`` and the A bin from ``z_a`` (the paper's
+   "IMFDB/AFEW Disc" DT / SVM / MLP Acc), with the majority-bin ``chance``.
+5. ``inverse_regression.csv``: the same for ``z_v -> A`` and ``z_a -> V`` (and
+   ``inverse_regression_discrete.csv`` with discrete labels). Read it with
    ``va_correlation`` of the summary: when V and A are correlated in the data (as per
    class in synthetic faces), an aligned ``z_v`` also predicts A to the extent
    ``corr(V, A)^2``.
@@ -115,7 +123,8 @@ def encode_dataset(method, dataset, *, batch_size: int = 256, keep_images: int =
     Returns
     -------
     dict
-        ``z_v``, ``z_a``, ``z_z`` (posterior means), ``proj`` [N, 2] or None, ``index``
+        ``z_v``, ``z_a``, ``z_z`` (posterior means), ``proj`` [N, 2] or None, ``logits``
+        [N, 2, 21] (V and A bin logits of a discrete-label model) or None, ``index``
         [N], ``expr`` [N] (-1 missing), ``va`` [N, 2] (NaN missing), ``mse`` (per pixel,
         over the whole dataset), ``images`` / ``recon`` [k, H, W, 3] in [0, 1].
     """
@@ -125,7 +134,8 @@ def encode_dataset(method, dataset, *, batch_size: int = 256, keep_images: int =
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
     method.eval()
-    parts: dict[str, list] = {k: [] for k in ("z_v", "z_a", "z_z", "proj", "index", "expr", "va")}
+    parts: dict[str, list] = {k: [] for k in ("z_v", "z_a", "z_z", "proj", "logits", "index", "expr", "va")}
+    discrete = method.proj_v is not None and method.config.va_loss != "mse"
     images, recons, sq_sum, n_px = [], [], 0.0, 0
     for batch in Batches(dataset, batch_size=batch_size, progress=progress, description="encoding"):
         if "image" not in batch:
@@ -138,6 +148,8 @@ def encode_dataset(method, dataset, *, batch_size: int = 256, keep_images: int =
             parts[key].append(out.extras[key].numpy())
         if method.proj_v is not None:
             parts["proj"].append(out.va.numpy())
+        if discrete:
+            parts["logits"].append(_stack_logits(out.extras["proj_v"], out.extras["proj_a"]))
         parts["index"].append(batch["index"].numpy())
         b = len(x)
         parts["expr"].append(batch["expr"].numpy() if "expr" in batch else np.full(b, -1))
@@ -175,6 +187,11 @@ def identity_split(labels: pd.DataFrame | None, index: np.ndarray, *, fraction: 
     return mask
 
 
+def _stack_logits(raw_v, raw_a) -> np.ndarray:
+    """[B, 21] V and A bin logits -> one [B, 2, 21] array."""
+    return np.stack([raw_v.detach().cpu().numpy(), raw_a.detach().cpu().numpy()], axis=1)
+
+
 # ------------------------------------------------------------------------------ tasks
 def _scalar(z: np.ndarray) -> np.ndarray:
     return z[:, 0]
@@ -196,6 +213,16 @@ def alignment_table(enc: Mapping[str, Any]) -> pd.DataFrame:
             row[f"{dim}_mae"] = float(np.mean(np.abs(err))) if ok.any() else np.nan
         row["combined_mse"] = row["V_mse"] + row["A_mse"]
         row["combined_mae"] = row["V_mae"] + row["A_mae"]
+        if name == "projection" and enc.get("logits") is not None:
+            import warnings as _w
+
+            from affectlab.metrics import MissingLabelsWarning, binned_cross_entropy, va_bins
+
+            with _w.catch_warnings():
+                _w.simplefilter("ignore", MissingLabelsWarning)  # no V (or A) labels: NaN, as for the MSE
+                for d, dim in enumerate(("V", "A")):
+                    row[f"{dim}_ce"] = binned_cross_entropy(va_bins(va[:, d], enc["logits"].shape[2]), enc["logits"][:, d])
+            row["combined_ce"] = row["V_ce"] + row["A_ce"]
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -273,6 +300,39 @@ def regression_table(enc: Mapping[str, Any], fit: np.ndarray, pairs, *, seed: in
                 pred = reg.fit(x[tr], y[tr]).predict(x[te])
             row[f"{rname}_EV"] = float(explained_variance_score(y[te], pred))
             row[f"{rname}_R2"] = float(r2_score(y[te], pred))
+        row.update(n_fit=int(tr.sum()), n_test=int(te.sum()))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def bin_classification_table(enc: Mapping[str, Any], fit: np.ndarray, pairs, *, seed: int = 0,
+                             num_bins: int = 21) -> pd.DataFrame:
+    """Tasks 4 and 5 with discrete labels: held-out accuracy of DT / SVM / MLP classifying VA bins.
+
+    ``pairs`` are ``(latent, "V" or "A")``; the target is :func:`affectlab.metrics.va_bins`
+    of the canonical value (21 bins: AFEW-VA's integers -10..10). ``chance`` is the
+    accuracy of always answering the most frequent bin of the fitted part.
+    """
+    from sklearn.exceptions import ConvergenceWarning
+
+    from affectlab.metrics import accuracy, va_bins
+
+    rows = []
+    for latent, target in pairs:
+        x = enc[latent]
+        y = va_bins(enc["va"][:, 0 if target == "V" else 1], num_bins)
+        ok = y >= 0
+        tr, te = fit & ok, ~fit & ok
+        row: dict[str, Any] = {"task": f"{latent} -> {target} bin"}
+        usable = tr.sum() >= 2 and te.sum() >= 1 and len(np.unique(y[tr])) >= 2
+        for cname, clf in _classifiers(seed).items():
+            if not usable:
+                row[f"{cname}_acc"] = np.nan
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                row[f"{cname}_acc"] = accuracy(y[te], clf.fit(x[tr], y[tr]).predict(x[te]))
+        row["chance"] = float(np.mean(y[te] == np.bincount(y[tr]).argmax())) if usable else np.nan
         row.update(n_fit=int(tr.sum()), n_test=int(te.sum()))
         rows.append(row)
     return pd.DataFrame(rows)
@@ -452,6 +512,7 @@ def explain_vavae(
     fit_fraction: float = 0.5,
     seed: int = 0,
     num_images: int = 8,
+    discrete: bool | None = None,
     **_: Any,
 ) -> dict:
     """Run the seven evaluation tasks of 003 on a dataset (see the module docstring).
@@ -478,6 +539,9 @@ def explain_vavae(
         Seed of the split, the probes and the plots.
     num_images : int
         Images in the reconstruction grid.
+    discrete : bool, optional
+        Add the discrete-label tables of tasks 4 and 5 (VA bin accuracy). Default: when
+        a model was trained on discrete labels (``va_loss`` ``ce`` or ``bce``).
 
     Returns
     -------
@@ -536,6 +600,8 @@ def explain_vavae(
         tables["expression"] = pd.concat(
             [expression_table(e, fit, seed=seed).assign(model=n) for n, e in encs.items()], ignore_index=True
         )
+    if discrete is None:
+        discrete = any(m.proj_v is not None and m.config.va_loss != "mse" for m, _ in models)
     if has_va:
         tables["regression"] = pd.concat(
             [regression_table(e, fit, [("z_v", "V"), ("z_a", "A")], seed=seed).assign(model=n) for n, e in encs.items()],
@@ -545,6 +611,13 @@ def explain_vavae(
             [regression_table(e, fit, [("z_v", "A"), ("z_a", "V")], seed=seed).assign(model=n) for n, e in encs.items()],
             ignore_index=True,
         )
+    if has_va and discrete:
+        for stem, pairs in (("regression_discrete", [("z_v", "V"), ("z_a", "A")]),
+                            ("inverse_regression_discrete", [("z_v", "A"), ("z_a", "V")])):
+            tables[stem] = pd.concat(
+                [bin_classification_table(e, fit, pairs, seed=seed).assign(model=n) for n, e in encs.items()],
+                ignore_index=True,
+            )
     files: dict[str, Path] = {}
     for stem, table in tables.items():
         table = table[["model", *[c for c in table.columns if c != "model"]]]
@@ -576,6 +649,10 @@ def explain_vavae(
             for t, tab in (("z_v -> V", reg), ("z_a -> A", reg), ("z_v -> A", inv), ("z_a -> V", inv)):
                 r = tab[(tab["model"] == n) & (tab["task"] == t)]
                 mm[f"{t} Ridge_R2"] = float(r["Ridge_R2"].iloc[0])
+            al = tables["alignment"]
+            proj = al[(al["model"] == n) & (al["readout"] == "projection")]
+            if "combined_ce" in al.columns and len(proj) and np.isfinite(proj["combined_ce"].iloc[0]):
+                mm["combined_ce"] = float(proj["combined_ce"].iloc[0])
         metrics[n] = mm
         summary.append(f"{n}: " + ", ".join(f"{k} {v:.3f}" for k, v in mm.items()))
     summary.append(f"V-A correlation of the data: {va_corr:.3f}")
