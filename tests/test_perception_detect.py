@@ -265,6 +265,15 @@ def test_hard_set_recall_and_false_boxes(yunet):
     base = detect_sets.score([plain(f).boxes for f in hard.frames], hard.truth)
     assert base["false"] <= 1 and base["found"] < got["found"], base
     assert np.abs(hard.angles[base["missed"]]).min() > 15  # what plain YuNet misses is rotated
+    # the default searches a 320-px copy first; full resolution throughout finds the same faces
+    full = create_detector("yunet", model=YUNET, detect_size=0)
+    boxes = [full(f).boxes for f in hard.frames]
+    slow = detect_sets.score(boxes, hard.truth)
+    assert slow["recall"] >= 0.9 and slow["false"] <= 1, slow
+    same = [iou_matrix(a, yunet(f).boxes).max() for a, f in zip(boxes[:20], hard.frames) if len(a)]
+    assert np.median(same) > 0.85, np.round(same, 2)
+    with pytest.raises(ConfigError, match="detect_size must be 0"):
+        create_detector("yunet", model=YUNET, detect_size=32)
 
 
 # ----------------------------------------------------------------------- default and fallback

@@ -460,15 +460,18 @@ class YuNetDetector:
     refine_steps : int
         Most re-detections per face.
     detect_size : int
-        Frames whose longer side exceeds this are first searched downscaled to it (boxes
-        and keypoints are mapped back to the frame's pixels); only when nothing is found
-        there is the frame searched again at full resolution (upright, then the rotated
-        re-try). At the default 320, a 640x480 frame costs about a third of the time (the
-        network's cost follows the pixel count) and faces down to ~20-25 px are still found
-        downscaled (YuNet's smallest anchors are 10-15 px); a frame whose faces are all
-        smaller falls through to full resolution. The one thing lost: in a frame where a
-        large face is found downscaled, a second face under ~20 px is not looked for at full
-        resolution. ``0`` always searches at full resolution (the behaviour before), and so
+        Frames whose longer side exceeds this are searched upright downscaled to it first
+        (boxes and keypoints are mapped back to the frame's pixels; never below
+        ``upscale_below``); only when nothing is found there is the frame searched as
+        before, at full resolution, upright and then with the rotated re-try. At the
+        default 320, a 640x480 frame with an upright face costs about a third of the time
+        (the network's cost follows the pixel count) and faces down to ~20-25 px are found
+        downscaled (YuNet's smallest anchors are 10-15 px); a frame with no face found there
+        costs about 5 % more than before (the downscaled pass comes on top). What is lost:
+        in a frame where a face is found downscaled, a second face under ~20 px (or a
+        second, strongly rotated one) is not looked for at full resolution. On the hard set
+        of the tests (faces 48-260 px) nothing is lost: 150/150 found, 0 false boxes, as at
+        full resolution. ``0`` always searches at full resolution (the behaviour before), and so
         does a detector whose keypoints are levelled (``refine_above`` /
         :meth:`level_keypoints`): aligned crops need YuNet's full-resolution keypoints
         (downscaled ones are off by about a degree of eye-line tilt more).
@@ -583,31 +586,36 @@ class YuNetDetector:
         bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
         if scale != 1.0:
             bgr = cv2.resize(bgr, (int(round(w * scale)), int(round(h * scale))), interpolation=cv2.INTER_LINEAR)
-        found = np.zeros((0, 15))
         small = 1.0
         if self.detect_size and scale == 1.0 and not (self.refine_above and self.refine_steps):
             # (levelled keypoints frame aligned crops: they are measured at full resolution)
-            small = self.detect_size / max(h, w)
+            # never below the upscale floor: a wide, low frame keeps faces YuNet can see
+            small = min(1.0, max(self.detect_size / max(h, w), self.upscale_below / min(h, w)))
         if small < 1.0:
-            # the cheap pass: INTER_AREA keeps the small faces' detail that INTER_LINEAR aliases away
+            # the cheap pass: upright on the downscaled frame
+            # (INTER_AREA keeps the small faces' detail that INTER_LINEAR aliases away)
             sized = (int(round(w * small)), int(round(h * small)))
             found = self._detect(cv2.resize(bgr, sized, interpolation=cv2.INTER_AREA))
             per_axis = np.array([sized[0] / w, sized[1] / h])  # exact, despite the rounding
             found[:, 0:4] /= np.tile(per_axis, 2)
             found[:, 5:] /= np.tile(per_axis, 5)
-        if not len(found):
-            found = self._detect(bgr)
-        if not len(found) and self.retry_angles:
-            found = np.concatenate([self._detect_rotated(bgr, a) for a in self.retry_angles])
-            if len(found) > 1:
-                keep = _nms_rows(found, self.nms_threshold)
-                found = found[keep]
+        if small == 1.0 or not len(found):
+            # full resolution: tiny faces (a 16-px face is only found here, and only rotated)
+            found = self._upright_then_rotated(bgr)
         if self.refine_above and self.refine_steps:
             for row in found:  # at full resolution: the levelled keypoints frame the crop
                 self._refine(bgr, row)
         found[:, :4] /= scale
         found[:, 5:] /= scale
         return _clip_faces(found, w, h)
+
+    def _upright_then_rotated(self, bgr: np.ndarray) -> np.ndarray:
+        found = self._detect(bgr)
+        if not len(found) and self.retry_angles:
+            found = np.concatenate([self._detect_rotated(bgr, a) for a in self.retry_angles])
+            if len(found) > 1:
+                found = found[_nms_rows(found, self.nms_threshold)]
+        return found
 
     #: Side of the upright patch a tilted face is re-detected in.
     _PATCH = 256
