@@ -13,8 +13,9 @@ other detection is a false box. Times are per frame with one OpenCV thread: CPU 
 this process (what the detector costs) and wall time (includes waiting for a core on a
 shared machine); the load average is printed beside them.
 
-Detectors: ``yunet`` (affectlab's default: score >= 0.7, small frames upscaled, a +-30
-degree re-try on frames where nothing is found), ``yunet-level`` (the same, and tilted
+Detectors: ``yunet`` (affectlab's default: score >= 0.7, small frames upscaled, frames
+searched downscaled to 320 px first, then at full resolution with a +-30 degree re-try when
+nothing is found), ``yunet-full`` (the same at full resolution throughout: ``detect_size=0``), ``yunet-level`` (the same, and tilted
 faces re-detected upright for level keypoints: what a model with aligned framing gets),
 ``yunet-plain`` (one pass, no re-try), ``haar`` (OpenCV cascades, the fallback).
 """
@@ -39,6 +40,7 @@ def detectors(which):
 
     table = {
         "yunet": lambda: YuNetDetector(detect_sets.YUNET),
+        "yunet-full": lambda: YuNetDetector(detect_sets.YUNET, detect_size=0),
         "yunet-level": lambda: YuNetDetector(detect_sets.YUNET, refine_above=1.5),
         "yunet-plain": lambda: YuNetDetector(detect_sets.YUNET, retry_angles=(), refine_above=0),
         "haar": lambda: HaarDetector(),
@@ -65,8 +67,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=150, help="frames per set")
     ap.add_argument("--seed", type=int, default=None, help="set seed (default: the tests' 13 hard, 14 easy)")
     ap.add_argument("--sets", nargs="+", default=["hard", "easy"], choices=["hard", "easy"])
-    ap.add_argument("--detectors", nargs="+", default=["yunet", "yunet-level", "yunet-plain", "haar"],
-                    choices=["yunet", "yunet-level", "yunet-plain", "haar"])
+    ap.add_argument("--detectors", nargs="+", default=["yunet", "yunet-full", "yunet-level", "yunet-plain", "haar"],
+                    choices=["yunet", "yunet-full", "yunet-level", "yunet-plain", "haar"])
     args = ap.parse_args()
     if not detect_sets.available():
         sys.exit(f"needs {detect_sets.LONDON} and {detect_sets.YUNET}")
