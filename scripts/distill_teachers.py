@@ -58,15 +58,15 @@ class YuNet:
     The framing policy for these small close-ups (not the detector) lives here: the face can
     touch the border and fill the image, so the photograph is padded by a quarter on
     every side and brought to >= 320 px before detection; the detector runs plain
-    (threshold 0.6, no upscale, no rotated retry, no keypoint refinement: the settings the
-    cache of the shipped model was built with).
+    (threshold 0.6, no upscale, no rotated retry, no keypoint refinement, full resolution:
+    the settings the cache of the shipped model was built with).
     """
 
     def __init__(self, path: Path):
         from affectlab.perception.detectors import YuNetDetector
 
         self.det = YuNetDetector(path, score_threshold=0.6, nms_threshold=0.3, upscale_below=0, retry_angles=(),
-                                 refine_above=0)
+                                 refine_above=0, detect_size=0)
 
     def __call__(self, rgb: np.ndarray):
         h, w = rgb.shape[:2]
