@@ -65,6 +65,7 @@ def analyze(
     landmarks: bool = False,
     blendshapes: bool = False,
     mesh: bool | None = None,
+    detect_ahead: bool = True,
 ) -> AffectTable:
     """Analyse faces in images, folders, glob patterns and videos.
 
@@ -147,6 +148,10 @@ def analyze(
         (a note says how to get it otherwise); ``True``: required (missing asset: an
         error naming it); ``False``: off. Faces the landmarker cannot fit (profiles,
         tiny faces) keep their row with NaN in these columns, counted in one note.
+    detect_ahead : bool
+        Decode and detect video frames in their own threads, ahead of the models (uses a
+        second core); ``False`` runs every stage in the calling thread (one core: what a
+        corpus worker holding one CPU does).
 
     Returns
     -------
@@ -202,7 +207,7 @@ def analyze(
     elif no_landmarker:
         warnings.warn(LANDMARKER_NOTICE, AnalyzeNotice, stacklevel=2)
     analyzer = Analyzer(predictor, det, every=every, start=start, end=end, batch_size=batch_size, smooth=mu,
-                        threads=threads, mesh=stage)
+                        threads=threads, mesh=stage, detect_ahead=detect_ahead)
     space = predictor.label_space
     aus = list(space.aus) + (list(stage.au_columns) if stage is not None else [])
     plan = None

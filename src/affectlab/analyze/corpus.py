@@ -166,12 +166,13 @@ class AnalyzeSettings:
     landmarks: bool = False
     blendshapes: bool = False
     mesh: bool | None = None
+    detect_ahead: bool = True
 
     def analyze_kwargs(self) -> dict[str, Any]:
         return dict(detector=self.detector, detector_options=self.detector_options, every=self.every,
                     start=self.start, end=self.end, smooth=self.smooth, batch_size=self.batch_size,
                     device=self.device, threads=self.threads, landmarks=self.landmarks,
-                    blendshapes=self.blendshapes, mesh=self.mesh)
+                    blendshapes=self.blendshapes, mesh=self.mesh, detect_ahead=self.detect_ahead)
 
 
 def analyze_input(job: InputJob, out: Path, predictor, settings: AnalyzeSettings) -> dict[str, Any]:

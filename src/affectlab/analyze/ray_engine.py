@@ -100,6 +100,8 @@ class RayPool:
     def run(self, plan, settings, on_entry: Callable[[dict], Any]) -> int:
         """Analyse ``plan.jobs``, calling ``on_entry`` with each index entry; returns the worker count."""
         ray = self.ray
+        # a worker holds one CPU: no decode/detect thread beside it (the local engine keeps it)
+        settings = replace(settings, detect_ahead=False)
         queue = list(plan.jobs)
         in_flight: dict[Any, tuple[Any, Any]] = {}
 
