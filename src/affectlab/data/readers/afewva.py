@@ -3,7 +3,7 @@
 Layout (the official release, 600 clips): ``<clip>/<frame>.png`` and ``<clip>/<clip>.json``
 (``001/00000.png``, ``001/001.json``); the JSON holds ``{"frames": {"00000": {"valence": v,
 "arousal": a, "landmarks": [[x, y], ...68]}, ...}, "actor": ..., "video_id": "001"}``. Valence
-and arousal are integers on -10..10, mapped to [-1, 1] by x / 10 (DESIGN.md, Conventions;
+and arousal are integers on -10..10, mapped to [-1, 1] by x / 10 (ARCHITECTURE.md, Conventions;
 ``VA_SCALES["afewva"]``; evaluation also reports ``*_native`` errors on -10..10). When a
 frame has landmarks, their bounding box (``x, y, w, h``, widened by ``margin``) is the face
 box cropped at load (the frames are whole film stills). A frame without an image file is
