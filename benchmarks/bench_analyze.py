@@ -51,14 +51,17 @@ def face_patch(side: int = 200) -> np.ndarray:
     return images[0]
 
 
-def make_video(path: Path, minutes: float) -> int:
+def make_video(path: Path, minutes: float, face: np.ndarray | None = None, centre=(220, 140),
+               amplitude=(120, 40)) -> int:
+    """A 640x480 video of ``face`` (default :func:`face_patch`) drifting slowly on a textured
+    background, ``centre`` +- ``amplitude`` pixels (top-left corner); returns its frame count."""
     import av
 
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:H, 0:W]
     background = np.stack([(xx * 0.2 + 40), (yy * 0.25 + 60), 120 + 20 * np.sin(xx / 37.0)], axis=-1)
     background = np.clip(background + rng.normal(0, 6, background.shape), 0, 255).astype(np.uint8)
-    face = face_patch()
+    face = face_patch() if face is None else face
     n = int(round(minutes * 60 * FPS))
     with av.open(str(path), "w") as c:
         s = c.add_stream("libx264", rate=FPS)
@@ -66,8 +69,8 @@ def make_video(path: Path, minutes: float) -> int:
         s.options = {"preset": "ultrafast", "crf": "23"}
         for k in range(n):
             frame = background.copy()
-            x = int(220 + 120 * np.sin(k / 90.0))  # slow drift left and right
-            y = int(140 + 40 * np.sin(k / 55.0))
+            x = int(centre[0] + amplitude[0] * np.sin(k / 90.0))  # slow drift left and right
+            y = int(centre[1] + amplitude[1] * np.sin(k / 55.0))
             frame[y : y + face.shape[0], x : x + face.shape[1]] = face
             for packet in s.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 c.mux(packet)

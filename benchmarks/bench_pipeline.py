@@ -53,28 +53,11 @@ def face_patch(side: int = 220) -> np.ndarray:
 
 
 def make_video(path: Path, minutes: float) -> int:
-    import av
+    """The London face drifting on 640x480 (the video maker of :mod:`bench_analyze`)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_analyze import make_video as make
 
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:H, 0:W]
-    background = np.stack([(xx * 0.2 + 40), (yy * 0.25 + 60), 120 + 20 * np.sin(xx / 37.0)], axis=-1)
-    background = np.clip(background + rng.normal(0, 6, background.shape), 0, 255).astype(np.uint8)
-    face = face_patch()
-    n = int(round(minutes * 60 * FPS))
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=FPS)
-        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
-        s.options = {"preset": "ultrafast", "crf": "23"}
-        for k in range(n):
-            frame = background.copy()
-            x = int(210 + 100 * np.sin(k / 90.0))  # drifts a little every frame
-            y = int(130 + 30 * np.sin(k / 55.0))
-            frame[y : y + face.shape[0], x : x + face.shape[1]] = face
-            for packet in s.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                c.mux(packet)
-        for packet in s.encode():
-            c.mux(packet)
-    return n
+    return make(path, minutes, face=face_patch(), centre=(210, 130), amplitude=(100, 30))
 
 
 def run_affectlab(video: str, out: str) -> dict:

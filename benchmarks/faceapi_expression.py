@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -75,14 +76,10 @@ def facial_expressions(predictor) -> dict:
     labels = pd.read_csv(FE / "labels.csv")
     labels["expression"] = labels["expression"].str.strip().str.lower()
 
-    def identity(name):
-        head, sep, tail = Path(name).stem.rpartition("_")
-        return head if sep and tail.isdigit() else Path(name).stem
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from train_base_model import split  # affectlab-base's held-out identities
 
-    labels["subject"] = labels["image"].map(identity)
-    subjects = np.array(sorted(labels["subject"].unique()))
-    held = set(np.random.default_rng(0).choice(subjects, size=int(round(0.15 * len(subjects))), replace=False))
-    val = labels[labels["subject"].isin(held)]
+    val = labels[split(labels["image"])]
     cv2.setNumThreads(1)
     detector = HaarDetector(min_face=0.3)
     crops, y, found = [], [], 0

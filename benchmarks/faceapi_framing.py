@@ -81,14 +81,10 @@ def main() -> None:
     labels = pd.read_csv(FE / "labels.csv")
     labels["expression"] = labels["expression"].str.strip().str.lower()
 
-    def identity(name):
-        head, sep, tail = Path(name).stem.rpartition("_")
-        return head if sep and tail.isdigit() else Path(name).stem
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from train_base_model import split  # affectlab-base's held-out identities
 
-    labels["subject"] = labels["image"].map(identity)
-    subjects = np.array(sorted(labels["subject"].unique()))
-    held = set(np.random.default_rng(0).choice(subjects, size=int(round(0.15 * len(subjects))), replace=False))
-    val = labels[labels["subject"].isin(held)]
+    val = labels[split(labels["image"])]
     fe = largest_faces(detector, [FE / "images" / n for n in val["image"]])
     fe_y = np.array([y for y, f in zip(val["expression"], fe) if f is not None])
     fe = [f for f in fe if f is not None]
