@@ -12,6 +12,7 @@ Ctrl-C) and closes the frame iterator in the thread that ran it.
 
 from __future__ import annotations
 
+import abc
 import queue
 import threading
 import time
@@ -20,7 +21,7 @@ from typing import Any, Callable, Iterator
 _END = object()
 
 
-class _Ahead:
+class _Ahead(abc.ABC):
     """A bounded queue filled by a worker thread; subclasses say what one item is."""
 
     def __init__(self, depth: int, name: str):
@@ -37,8 +38,9 @@ class _Ahead:
                 continue
         return False
 
-    def _work(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _work(self) -> None:
+        """Fill the queue (runs in the worker thread)."""
 
     def __iter__(self):
         return self
