@@ -179,3 +179,38 @@ def test_a_clean_model_file_still_loads(tmp_path):
     with pytest.raises(ModelError, match="not an affectlab model file"):
         torch.save({"weights": torch.zeros(2)}, tmp_path / "other.ckpt")
         load_model(tmp_path / "other.ckpt")
+
+
+def test_int8_packed_weights_load_back_within_their_quantisation_step(tmp_path):
+    """pack_int8 (how the packaged model is stored) round-trips through read_payload."""
+    import torch
+
+    from affectlab.modelfile import Q8, Q8_SCALE, pack_int8, read_payload, save_model
+    from analyze_media import untrained_predictor
+
+    method = untrained_predictor().method
+    path = save_model(tmp_path / "model.ckpt", method)
+    payload = torch.load(path, weights_only=True)
+    original = dict(payload["state_dict"])
+    payload["state_dict"] = pack_int8(original, min_numel=256)
+    packed = [k for k in payload["state_dict"] if k.endswith(Q8)]
+    assert packed and all(payload["state_dict"][k].dtype == torch.int8 for k in packed)
+    torch.save(payload, tmp_path / "packed.ckpt")
+    back = read_payload(tmp_path / "packed.ckpt")["state_dict"]
+    assert set(back) == set(original) and not any(k.endswith((Q8, Q8_SCALE)) for k in back)
+    for key in packed:
+        w = original[key[: -len(Q8)]].float()
+        step = w.abs().flatten(1).amax(1) / 127.0
+        err = (back[key[: -len(Q8)]] - w).abs().flatten(1).amax(1)
+        # half a step of rounding, plus the float16 rounding of the scale times |q| <= 127
+        assert torch.all(err <= step * (0.5 + 127 * 2.0**-11) * 1.01)
+        assert err.max() > 0  # really quantised, not copied
+    # a packed weight without its scale is an error naming the weight, not a silent zero
+    del payload["state_dict"][packed[0][: -len(Q8)] + Q8_SCALE]
+    torch.save(payload, tmp_path / "broken.ckpt")
+    import pytest
+
+    from affectlab.errors import ModelError
+
+    with pytest.raises(ModelError, match="without their scale"):
+        read_payload(tmp_path / "broken.ckpt")

@@ -194,4 +194,56 @@ def read_payload(path: str | os.PathLike) -> dict[str, Any]:
         raise ModelError(
             f"{p} was written by a newer affectlab (model format {payload['format_version']}); upgrade affectlab"
         )
+    if isinstance(payload.get("state_dict"), dict):
+        payload["state_dict"] = unpack_int8(payload["state_dict"])
     return payload
+
+
+# ----------------------------------------------------------------------------- int8 storage
+#: A weight stored as int8 is two tensors: ``<key>.__q8`` (int8) and ``<key>.__q8scale``
+#: (one float16 scale per output channel); :func:`read_payload` turns them back into float32.
+Q8, Q8_SCALE = ".__q8", ".__q8scale"
+
+
+def pack_int8(state_dict: dict, min_numel: int = 16384) -> dict:
+    """Store the large weight matrices and kernels of ``state_dict`` as int8 (per-output-channel
+    symmetric scales), the rest unchanged: about half the size of float16 for shipping a model.
+
+    Only floating tensors with at least 2 dimensions and ``min_numel`` elements are packed
+    (biases, norms and small layers keep their precision).
+    """
+    import torch
+
+    out = {}
+    for key, value in state_dict.items():
+        if torch.is_tensor(value) and value.is_floating_point() and value.dim() >= 2 and value.numel() >= min_numel:
+            w = value.detach().float()
+            scale = w.abs().flatten(1).amax(1).clamp_min(1e-12) / 127.0
+            shape = (-1,) + (1,) * (w.dim() - 1)
+            out[key + Q8] = torch.round(w / scale.view(shape)).clamp(-127, 127).to(torch.int8)
+            out[key + Q8_SCALE] = scale.to(torch.float16)
+        else:
+            out[key] = value
+    return out
+
+
+def unpack_int8(state_dict: dict) -> dict:
+    """The float32 weights of a state dict written by :func:`pack_int8` (others unchanged)."""
+    if not any(isinstance(k, str) and k.endswith(Q8) for k in state_dict):
+        return state_dict
+    import torch
+
+    out = {}
+    for key, value in state_dict.items():
+        if key.endswith(Q8_SCALE):
+            continue
+        if key.endswith(Q8):
+            base = key[: -len(Q8)]
+            scale = state_dict.get(base + Q8_SCALE)
+            if scale is None:
+                raise ModelError(f"model weights {base!r} are int8 without their scale {base + Q8_SCALE!r}")
+            shape = (-1,) + (1,) * (value.dim() - 1)
+            out[base] = value.to(torch.float32) * scale.to(torch.float32).view(shape)
+        else:
+            out[key] = value
+    return out
