@@ -349,3 +349,25 @@ def test_collate_fills_keys_only_some_samples_carry():
     assert batch["dominance"][0].item() == 0.5 and torch.isnan(batch["dominance"][1:]).all()
     assert batch["tag"].tolist() == [-1, -1, 7]
     assert batch["va"].shape == (3, 2)
+
+
+@pytest.mark.parametrize("code", range(1, 9))
+def test_training_reader_applies_exif_orientation(tmp_path, code):
+    """A photo stored sideways with an EXIF orientation is read upright, as analyze reads it."""
+    from PIL import Image, ImageOps
+
+    from affectlab.data.images import read_image
+
+    rng = np.random.default_rng(code)
+    stored = rng.integers(0, 256, (7, 5, 3), dtype=np.uint8)  # not square: a turn changes the shape
+    exif = Image.Exif()
+    exif[0x0112] = code
+    path = tmp_path / f"o{code}.png"  # lossless, so the pixels compare exactly
+    Image.fromarray(stored).save(path, exif=exif)
+    with Image.open(path) as im:
+        expected = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    got = read_image(path)
+    assert got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)
+    if code in (5, 6, 7, 8):
+        assert got.shape[:2] == (5, 7)

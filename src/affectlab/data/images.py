@@ -70,19 +70,54 @@ def decode_image(data: bytes | np.ndarray) -> np.ndarray | None:
             img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
         elif img.ndim == 3 and img.shape[2] == 4:
             img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
-        return to_rgb(img)
+        # IMREAD_UNCHANGED keeps 16-bit depth but also ignores the EXIF orientation: a photo
+        # taken sideways would be trained on sideways (analyze reads it upright)
+        return np.ascontiguousarray(orient(to_rgb(img), exif_orientation(bytes(buf))))
     return _decode_with_pillow(bytes(buf))
 
 
-def _decode_with_pillow(data: bytes) -> np.ndarray | None:
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation tag (1-8) of encoded image bytes; 1 (upright) when absent or unreadable."""
     import io
 
     from PIL import Image, UnidentifiedImageError
 
     try:
+        with Image.open(io.BytesIO(data)) as im:  # reads the header only
+            code = int(im.getexif().get(0x0112, 1))
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, TypeError):
+        return 1
+    return code if 1 <= code <= 8 else 1
+
+
+def orient(image: np.ndarray, code: int) -> np.ndarray:
+    """Turn stored pixels upright for EXIF orientation ``code`` (as ``PIL.ImageOps.exif_transpose``)."""
+    if code == 2:
+        return image[:, ::-1]
+    if code == 3:
+        return image[::-1, ::-1]
+    if code == 4:
+        return image[::-1]
+    if code == 5:
+        return image.transpose(1, 0, 2)
+    if code == 6:
+        return np.rot90(image, k=-1)
+    if code == 7:
+        return image[::-1, ::-1].transpose(1, 0, 2)
+    if code == 8:
+        return np.rot90(image, k=1)
+    return image
+
+
+def _decode_with_pillow(data: bytes) -> np.ndarray | None:
+    import io
+
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
-            return to_rgb(np.asarray(im.convert("RGB")))
+            return to_rgb(np.asarray(ImageOps.exif_transpose(im).convert("RGB")))
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         return None
 
