@@ -148,10 +148,15 @@ def test_cli_extract_and_one_line_error(synth_dir, tmp_path, capsys):
     from affectlab.cli import main
 
     out = tmp_path / "cli.zarr"
-    assert main(["extract", _spec(synth_dir), "--backbone", "builtin:cnn-tiny", "--out", str(out), "-q"]) == 0
+    # a built-in encoder without weights is random: refused unless asked for as a control
+    assert main(["extract", _spec(synth_dir), "--backbone", "builtin:cnn-tiny", "--out", str(out), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "random" in err and "--random-init" in err and "run:" in err and not out.exists()
+    assert main(["extract", _spec(synth_dir), "--backbone", "builtin:cnn-tiny", "--out", str(out), "-q",
+                 "--random-init"]) == 0
     assert FeatureStore.open(out).num_samples == 40
     capsys.readouterr()
-    code = main(["extract", _spec(synth_dir), "--backbone", "builtin:cnn-small", "--out", str(out), "-q"])
+    code = main(["extract", _spec(synth_dir), "--backbone", "builtin:cnn-small", "--out", str(out), "-q", "--random-init"])
     err = capsys.readouterr().err
     assert code == 2 and "backbone" in err and "Traceback" not in err
 

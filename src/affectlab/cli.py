@@ -668,7 +668,8 @@ def extract_cmd(
         "clip:NAME@TAG implies it).",
     ),
     random_init: bool = typer.Option(
-        False, "--random-init", help="Allow a clip:/torchvision:/timm: backbone with random weights (a control)."
+        False, "--random-init",
+        help="Allow a builtin:/clip:/torchvision:/timm: backbone with random weights (a control).",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     chunk_rows: Optional[int] = typer.Option(
@@ -707,6 +708,13 @@ def extract_cmd(
         raise ConfigError(
             f"{backbone} without weights would encode with random weights: pass --weights FILE, --pretrained "
             f"(the library's standard weights){tagged}, or --random-init for a random-weight control"
+        )
+    if family == "builtin:" and weights is None and not random_init:
+        # built-in encoders have no published weights: without a file they are random (and the
+        # features of two extractions differ), which is only ever wanted as a control
+        raise ConfigError(
+            f"{backbone} has no pretrained weights: pass --weights FILE, use a trained encoder "
+            f"(--backbone run:RUN_DIR), or --random-init for a random-weight control"
         )
     data, encoder = spec, backbone
     if detect_faces:
