@@ -37,6 +37,8 @@ defined there are available without an explicit import.
 from __future__ import annotations
 
 import abc
+import contextlib
+import contextvars
 import importlib
 import os
 import warnings
@@ -270,6 +272,26 @@ def available_backbones() -> list[str]:
     """Names accepted by :func:`create_backbone`; prefixes are shown as ``prefix<name>``."""
     _load_plugins()
     return sorted(_EXACT) + sorted(f"{p}<name>" for p in _PREFIX)
+
+
+_REBUILDING = contextvars.ContextVar("affectlab_rebuilding_backbones", default=False)
+
+
+@contextlib.contextmanager
+def rebuilding():
+    """Build backbones, in this block, only to load a saved state dict into them.
+
+    A model file holds every weight, so a backbone rebuilt from one needs its architecture
+    (the same parameter names and operations), not its upstream code path: inside this
+    block ``torchvision:mobilenet_v2`` without ``pretrained`` is built from
+    :mod:`affectlab.features.mobilenet` and does not import torchvision (about a second).
+    :func:`affectlab.runtime.hub.build_method` rebuilds models in it; training does not.
+    """
+    token = _REBUILDING.set(True)
+    try:
+        yield
+    finally:
+        _REBUILDING.reset(token)
 
 
 def create_backbone(name: str, *, pretrained: bool = False, weights: str | os.PathLike | None = None, **kw) -> Backbone:
@@ -540,7 +562,8 @@ register_backbone("builtin:cnn-grid-small")(
 
 
 class GraphBackbone(Backbone):
-    """A truncated upstream CNN (a torch.fx feature extractor up to one node).
+    """A truncated upstream CNN (a torch.fx feature extractor up to one node, or a module
+    returning the same ``{"map": ...}``, e.g. :class:`~affectlab.features.mobilenet.MobileNetV2Trunk`).
 
     ``"map"`` is that node's output, ``"global"`` its spatial average. The extractor
     keeps the upstream module names, so a state dict of the full upstream model fits
@@ -584,12 +607,11 @@ _TV_SPECS: dict[str, dict[str, Any]] = {
     # node whose output is the map, its channels (= global dim), default input size
     "resnet18": {"map": "layer4", "c": 512, "size": 224},
     "resnet50": {"map": "layer4", "c": 2048, "size": 224},
-    # the packaged affectlab-base (v2) backbone, fine-tuned at 112 px
-    "mobilenet_v2": {"map": "features", "c": 1280, "size": 224},
     "efficientnet_v2_s": {"map": "features", "c": 1280, "size": 384},
     # the last stage; global = the classifier's pool + LayerNorm (MaxVitBackbone)
     "maxvit_t": {"map": "blocks", "c": 512, "size": 224},
-    # a small ImageNet CNN (7x7x1280 at 224 px) whose weights are at hand offline in tests
+    # a small ImageNet CNN (7x7x1280 at 224 px) whose weights are at hand offline in tests; the
+    # packaged affectlab-base (v2) backbone, fine-tuned at 112 px
     "mobilenet_v2": {"map": "features", "c": 1280, "size": 224},
     # SMM-EmotionNet (002) cuts InceptionV3 after Mixed_6e: 17x17x768 at 299 px, and its
     # multi-task baseline's heads start from that 768-d feature (768x16 -> 16xC)
@@ -679,16 +701,20 @@ def _torchvision_factory(arch: str):
     spec = _TV_SPECS[arch]
 
     def factory(*, pretrained: bool = False, weights=None, input_size: int | None = None) -> Backbone:
-        from torchvision.models.feature_extraction import create_feature_extractor
-
-        full = _torchvision_model(arch, pretrained)
-        record = getattr(full, "_affectlab_weights", None)
         common = dict(
             name=f"torchvision:{arch}",
             out_dim=spec["c"],
             map_channels=spec["c"],
             preprocessing=Preprocessing.named("imagenet", input_size or spec["size"]),
         )
+        if arch == "mobilenet_v2" and not pretrained and _REBUILDING.get():
+            from affectlab.features.mobilenet import MobileNetV2Trunk
+
+            return _finish(GraphBackbone(body=MobileNetV2Trunk(), **common), weights=weights)
+        from torchvision.models.feature_extraction import create_feature_extractor
+
+        full = _torchvision_model(arch, pretrained)
+        record = getattr(full, "_affectlab_weights", None)
         if arch == "maxvit_t":
             bb = MaxVitBackbone(full, **common)
         else:

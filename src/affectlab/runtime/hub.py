@@ -213,6 +213,7 @@ def build_method(payload: Mapping[str, Any], source: str | os.PathLike | None = 
     ``source`` (the file) is named in the error when the weights do not fit.
     """
     from affectlab.data.schema import LabelSpace
+    from affectlab.features.backbones import rebuilding
     from affectlab.methods.base import get_method_class
 
     cls = get_method_class(payload["method"])
@@ -221,7 +222,8 @@ def build_method(payload: Mapping[str, Any], source: str | os.PathLike | None = 
         if key in cls.Config.model_fields and key in config:
             config[key] = value
     space = LabelSpace.from_dict(payload["label_space"])
-    method = cls(space, config)
+    with rebuilding():  # the state dict below holds every weight: architectures only
+        method = cls(space, config)
     state = payload["state_dict"]
     where = f"{source}: " if source is not None else ""
     try:
