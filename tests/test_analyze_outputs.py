@@ -168,3 +168,14 @@ def test_cli_full_disk_is_one_line_and_exit_2(twins, model_file, tmp_path, monke
                  str(tmp_path / "t.csv"), "-q"])
     err = capsys.readouterr().err.replace("\n", "")
     assert code == 2 and "No space left on device" in err and "--resume" in err and f"failed: {twins[0]}" not in err
+
+
+def test_python_api_notices_point_at_the_callers_line(photo, model_file, tmp_path):
+    """A notice from ``affectlab.analyze(...)`` names the user's file and line, not affectlab's."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        affectlab.analyze(str(photo), model=str(model_file), detector="none", video_out=str(tmp_path / "a.mp4"))
+    notice = [w for w in caught if "no annotated video" in str(w.message)]
+    assert len(notice) == 1 and notice[0].filename == __file__, (notice[0].filename if notice else caught)

@@ -71,3 +71,20 @@ def check_device(device, what: str = "--device") -> str:
                 raise ConfigError(f"{what} {device}: this machine has {torch.cuda.device_count()} CUDA device(s) "
                                   f"(cuda:0 ...)")
     return str(device)
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning point at the first caller outside affectlab.
+
+    The public functions are reached through wrappers (``affectlab.analyze`` ->
+    ``affectlab.analyze.api.analyze``), so a fixed ``stacklevel=2`` names affectlab's own
+    ``__init__.py`` instead of the user's line.
+    """
+    import os
+    import sys
+
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 1  # the function calling us is level 1 of warnings.warn
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level

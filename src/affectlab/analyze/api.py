@@ -11,7 +11,7 @@ from typing import Any, Iterable, Mapping
 from affectlab.analyze.pipeline import Analyzer, OutputError, RunStats, smoothing_spec
 from affectlab.temporal import parse_smooth
 from affectlab.analyze.table import AffectTable
-from affectlab.errors import ConfigError, ModelError
+from affectlab.errors import ConfigError, ModelError, user_stacklevel
 from affectlab.perception.landmarks import MIN_ROI
 
 class AnalyzeNotice(UserWarning):
@@ -193,7 +193,7 @@ def analyze(
         warnings.warn(
             f"smooth 'auto': the model {info.get('path') or info.get('name') or 'given'} stores no smoothing mu "
             "(`affectlab evaluate --smooth auto` stores one); predictions are NOT smoothed -- pass a number to smooth",
-            AnalyzeNotice, stacklevel=2)
+            AnalyzeNotice, stacklevel=user_stacklevel())
     stage, no_landmarker = _mesh_stage(mesh, landmarks, blendshapes, predictor.label_space.aus)
     # what is missing is said in one line (both the detector and the landmarker are absent
     # on a first offline run: one notice, not two)
@@ -201,11 +201,11 @@ def analyze(
     if all(missing):
         from affectlab.analyze.defaults import missing_assets_notice
 
-        warnings.warn(missing_assets_notice(predictor.label_space), AnalyzeNotice, stacklevel=2)
+        warnings.warn(missing_assets_notice(predictor.label_space), AnalyzeNotice, stacklevel=user_stacklevel())
     elif note:
-        warnings.warn(note, AnalyzeNotice, stacklevel=2)
+        warnings.warn(note, AnalyzeNotice, stacklevel=user_stacklevel())
     elif no_landmarker:
-        warnings.warn(LANDMARKER_NOTICE, AnalyzeNotice, stacklevel=2)
+        warnings.warn(LANDMARKER_NOTICE, AnalyzeNotice, stacklevel=user_stacklevel())
     analyzer = Analyzer(predictor, det, every=every, start=start, end=end, batch_size=batch_size, smooth=mu,
                         threads=threads, mesh=stage, detect_ahead=detect_ahead)
     space = predictor.label_space
@@ -234,10 +234,10 @@ def analyze(
         videos = [str(p) for p in paths if media_kind(p) == "video"]
         if not videos:
             warnings.warn(f"no annotated video is written to {video_out}: the {len(paths)} inputs are still images "
-                          "(annotated videos are made of video inputs only)", AnalyzeNotice, stacklevel=2)
+                          "(annotated videos are made of video inputs only)", AnalyzeNotice, stacklevel=user_stacklevel())
         elif not any(media_kind(p) == "video" for p in todo):
             warnings.warn(f"no annotated video is written to {video_out}: every video was analysed before (resume)",
-                          AnalyzeNotice, stacklevel=2)
+                          AnalyzeNotice, stacklevel=user_stacklevel())
         else:
             # named after all the videos, so a resumed run names its files as the first run
             overlay = OverlaySink(video_out, videos, space.expressions, aus, space.va)
@@ -301,7 +301,7 @@ def analyze(
     if stage is not None and stage.failed:
         warnings.warn(f"{stage.failed} of {stage.faces} faces got no landmarks (a profile, a face under "
                       f"{MIN_ROI:.0f} px or not a face): their rows are kept with NaN pose/AU/landmark columns",
-                      AnalyzeNotice, stacklevel=2)
+                      AnalyzeNotice, stacklevel=user_stacklevel())
     failures = table.model_info["failures"]
     if failures:
         n_inputs = stats.inputs + (len(plan.finished) if plan is not None else 0)
@@ -310,7 +310,7 @@ def analyze(
             from affectlab.errors import AffectlabError
 
             raise AffectlabError(message)
-        warnings.warn(message, stacklevel=2)
+        warnings.warn(message, stacklevel=user_stacklevel())
     return table
 
 

@@ -315,13 +315,14 @@ def corpus_settings(predictor, settings: AnalyzeSettings) -> dict[str, Any]:
     import warnings
 
     from affectlab.analyze.api import LANDMARKER_NOTICE, AnalyzeNotice, _mesh_stage
+    from affectlab.errors import user_stacklevel
 
     info = dict(getattr(predictor, "info", {}) or {})
     mu = smoothing_spec(settings.smooth, info)
     stage, no_landmarker = _mesh_stage(settings.mesh, settings.landmarks, settings.blendshapes,
                                        predictor.label_space.aus)
     if no_landmarker:
-        warnings.warn(LANDMARKER_NOTICE, AnalyzeNotice, stacklevel=2)
+        warnings.warn(LANDMARKER_NOTICE, AnalyzeNotice, stacklevel=user_stacklevel())
     settings.mesh = stage is not None  # decided once here, so every worker runs the same stage
     columns = Analyzer(predictor, lambda image: None, every=settings.every, mesh=stage).columns
     return run_settings(predictor, info, columns, settings.detector, settings.detector_options, settings.every,
@@ -390,11 +391,12 @@ def run_corpus(
         import warnings
 
         from affectlab.analyze.api import AnalyzeNotice
+        from affectlab.errors import user_stacklevel
         from affectlab.runtime.detection import resolve_detector
 
         _, settings.detector, note = resolve_detector("auto", settings.detector_options)
         if note:
-            warnings.warn(note, AnalyzeNotice, stacklevel=2)
+            warnings.warn(note, AnalyzeNotice, stacklevel=user_stacklevel())
     if engine == "ray":
         from affectlab.analyze.ray_engine import require_ray
 

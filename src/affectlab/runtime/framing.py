@@ -16,6 +16,7 @@ import logging
 import warnings
 from typing import Any, Iterable, Mapping
 
+from affectlab.errors import user_stacklevel
 from affectlab.perception.framing import FaceFramer
 
 log = logging.getLogger("affectlab.runtime")
@@ -65,7 +66,7 @@ def set_framing(
     if framer is None:
         det, name, note = resolve_detector(detector, detector_options)
         if note:
-            warnings.warn(note, UserWarning, stacklevel=2)
+            warnings.warn(note, UserWarning, stacklevel=user_stacklevel())
         framer = FaceFramer(det, get("framing"), get("input_size"))
         level = getattr(det, "level_keypoints", None)
         if framer.framing.kind == "aligned" and callable(level):
