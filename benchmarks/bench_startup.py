@@ -15,6 +15,12 @@ run: the packaged ``affectlab-base`` and Haar cascades), or holding the pretrain
 expression net, YuNet and the FaceLandmarker). One unmeasured analysis runs first, so the
 one-time import of the face-api net into the models folder is not counted.
 
+Measured (2-core machine shared with trainings; figures in the README): at load 1.5-3 one
+photo cost 2.4 s CPU with the empty home (was 3.8 s: importing torchvision, for the packaged
+model's MobileNetV2, imported torch._dynamo) and 2.1 s with the pretrained files, 1.5 s of
+either being ``import torch``; wall time is about CPU time on an idle machine, and up to
+twice it at load 5.
+
 Usage: ``python benchmarks/bench_startup.py [--repeat 3] [--assets ../shared/models]``;
 ``--json FILE`` writes the figures.
 """
