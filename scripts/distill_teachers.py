@@ -175,6 +175,7 @@ def build(name: str, cache: Path, limit: int | None = None) -> None:
             print(f"{name} {i}/{n} {time.time() - t0:.0f}s", flush=True)
     canvas.flush()
     np.savez(cache / f"{name}_teachers.npz", boxes=boxes, kps=kps, found=found, faceapi_logits=logits,
+             faceapi_classes=np.array(FACEAPI_CLASSES),
              landmarks=marks, landmark_score=mscore, blendshapes=blend)
     table.to_csv(cache / f"{name}_labels.csv", index=False)
     print(f"{name}: {n} images, YuNet found {found.sum()}, {time.time() - t0:.0f}s", flush=True)

@@ -234,6 +234,12 @@ def load_set(cache: Path, name: str):
 
     canvas = np.load(cache / f"{name}_canvas.npy", mmap_mode="r")
     t = dict(np.load(cache / f"{name}_teachers.npz"))
+    # a cache written by an earlier face-api port held its logits in face-api's own order
+    # (anger and surprise swapped): the order travels with the logits and is checked
+    order = tuple(str(c) for c in t.get("faceapi_classes", ()))
+    if order != teachers_mod.FACEAPI_CLASSES:
+        raise SystemExit(f"{cache / f'{name}_teachers.npz'}: face-api logits in the order {order or 'unknown'}, "
+                         f"expected {teachers_mod.FACEAPI_CLASSES}; delete it and run the teachers step again")
     labels = pd.read_csv(cache / f"{name}_labels.csv")
     return canvas, t, labels
 

@@ -201,3 +201,28 @@ def test_reproduction_command_is_documented():
     assert "python scripts/train_base_model.py all" in card and "python scripts/train_base_model.py all" in script
     for step in ("teachers", "train", "evaluate", "aura", "ship"):
         assert f"def {step}(" in script
+
+
+def test_recipe_refuses_a_teacher_cache_of_unknown_class_order(tmp_path, monkeypatch):
+    """The face-api logits carry their class order; a cache without it (written by an earlier
+    port in face-api's own order, anger and surprise swapped) is refused, naming the file."""
+    import sys
+
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    sys.modules.pop("train_base_model", None)
+    import distill_teachers
+    import train_base_model
+
+    np.save(tmp_path / "x_canvas.npy", np.zeros((2, 8, 8, 3), np.uint8))
+    pd.DataFrame({"image": ["a_0001.jpg", "b_0001.jpg"]}).to_csv(tmp_path / "x_labels.csv", index=False)
+    logits = np.zeros((2, 7), np.float32)
+    np.savez(tmp_path / "x_teachers.npz", faceapi_logits=logits)
+    with pytest.raises(SystemExit, match="x_teachers.npz.*order unknown.*teachers step"):
+        train_base_model.load_set(tmp_path, "x")
+    swapped = ["neutral", "happiness", "sadness", "anger", "fear", "disgust", "surprise"]
+    np.savez(tmp_path / "x_teachers.npz", faceapi_logits=logits, faceapi_classes=np.array(swapped))
+    with pytest.raises(SystemExit, match="anger"):
+        train_base_model.load_set(tmp_path, "x")
+    np.savez(tmp_path / "x_teachers.npz", faceapi_logits=logits, faceapi_classes=np.array(distill_teachers.FACEAPI_CLASSES))
+    _, t, labels = train_base_model.load_set(tmp_path, "x")
+    assert t["faceapi_logits"].shape == (2, 7) and len(labels) == 2
