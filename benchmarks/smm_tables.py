@@ -13,15 +13,15 @@ labelled test set of other identities (seed 14), and validation / test clips
 (``--sequences 30 --frames 24``, seeds 21/22). Every training command is the CLI's:
 
 * baseline: ``train --preset baseline --train au --train expr --train va --set
-  sampler=multitask --lr 5e-3`` (the optimiser of smm-synth: AdamW 5e-3, cosine);
-* SMM: ``train --preset smm-synth --train au --train expr --train va``;
+  sampler=multitask --lr 5e-3`` (the optimiser of smm-scratch: AdamW 5e-3, cosine);
+* SMM: ``train --preset smm-scratch --train au --train expr --train va``;
 * MSS: the same with ``--set message_space=separate``;
 
 each evaluated with ``evaluate --data test --protocol abaw``. Smoothing: the SMM run is
 evaluated on the test clips unsmoothed, ``--smooth auto`` is searched on the validation
 clips (stored in the run), and the test clips are evaluated with ``--smooth stored``.
 ``sequences`` (the "must show" of temporal smoothing, with models that have signal):
-SMM (``--preset smm-synth --set sampler=shuffle``) and the baseline (``--preset
+SMM (``--preset smm-scratch --set sampler=shuffle``) and the baseline (``--preset
 baseline``) trained on ``--seq-n`` fully labelled still images (seed 1), also scored on 1000 still images of
 other identities (seed 2); for each
 ``--frame-noise`` level S, validation / test clips (``synth --sequences 30 --frames 24
@@ -30,7 +30,7 @@ searched on the validation clips (``evaluate --smooth auto``, stored in the run)
 applied to the test clips (``--smooth stored``); SMM at the features level (the paper)
 and at the outputs level, the baseline at the outputs level.
 CK+ (``../shared/data/ckplus48``; skipped when absent): subject-independent 80/20 split,
-the AUs with >= 100 positives, baseline vs SMM (the ``baseline`` / ``smm-synth``
+the AUs with >= 100 positives, baseline vs SMM (the ``baseline`` / ``smm-scratch``
 presets, both ``builtin:cnn-grid``). Nothing trained on CK+ is kept beyond
 the work directory. Results go to ``WORKDIR/results.json`` and are printed as tables.
 """
@@ -91,8 +91,8 @@ def table1(work: Path, epochs: int, results: dict, extra: list[str] = (), batch_
     tr = [x for t in trains for x in ("--train", t)]
     common = [*tr, "--epochs", str(epochs), "--batch-size", str(batch_size), "-q", "--seed", "0", *extra]
     runs = {
-        "SMM": ["--preset", "smm-synth"],
-        "MSS": ["--preset", "smm-synth", "--set", "message_space=separate"],
+        "SMM": ["--preset", "smm-scratch"],
+        "MSS": ["--preset", "smm-scratch", "--set", "message_space=separate"],
         "baseline": ["--preset", "baseline", "--set", "embed_dim=16", "--set", "sampler=multitask", "--lr", baseline_lr],
     }
     test = f"manifest:{work / 'test' / 'labels.csv'}"
@@ -130,7 +130,7 @@ def sequences(work: Path, results: dict, epochs: int, n: int, noises: list[float
     common = ["--train", f"manifest:{static / 'labels.csv'}", "--epochs", str(epochs), "--batch-size", "64",
               "--seed", "0", "-q"]
     models = {
-        "SMM": ["--preset", "smm-synth", "--set", "sampler=shuffle"],
+        "SMM": ["--preset", "smm-scratch", "--set", "sampler=shuffle"],
         "baseline": ["--preset", "baseline", "--set", "embed_dim=16"],
     }
     out = results.setdefault("sequences", {})
@@ -222,7 +222,7 @@ def ckplus(work: Path, epochs: int, results: dict, extra: list[str] = (), seeds=
     keys = ("expr_acc", "expr_f1_macro", "au_f1_mean")
     for name, preset, sets in (
         ("baseline", "baseline", ["embed_dim=16", *extra]),  # the head width these figures were measured with
-        ("SMM", "smm-synth", ["sampler=shuffle", *extra]),
+        ("SMM", "smm-scratch", ["sampler=shuffle", *extra]),
     ):
         per_seed = []
         for seed in seeds:
@@ -264,7 +264,7 @@ def main() -> None:
     p.add_argument("--frame-noise", type=float, action="append", default=None,
                    help="per-frame noise of the clips (repeat; default 0 and 1)")
     p.add_argument("--batch-size", type=int, default=48, help="table1 batch (a multiple of 3)")
-    p.add_argument("--baseline-lr", default="5e-3", help="table1 baseline learning rate (smm-synth's)")
+    p.add_argument("--baseline-lr", default="5e-3", help="table1 baseline learning rate (smm-scratch's)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="extra override for every table1 run, e.g. --set backbone=builtin:cnn-grid")
     p.add_argument("--only", choices=["table1", "smoothing", "sequences", "ckplus"], action="append")

@@ -71,6 +71,27 @@ def test_inception_v3_gives_mixed_6e_map_at_299():
     assert not any(k.startswith(("Mixed_7", "fc", "AuxLogits")) for k in bb.body.state_dict())
 
 
+def test_torchvision_cut_at_an_earlier_node():
+    # smm-synth cuts MobileNetV2 after features.13: stride 16, 96 channels (a 4x4 map at 64 px)
+    bb = create_backbone("torchvision:mobilenet_v2", map_node="features.13")
+    assert bb.map_channels == 96 and bb.out_dim == 96
+    out = _forward(bb, 64)
+    assert out["map"].shape == (2, 96, 4, 4)
+    torch.testing.assert_close(out["global"], out["map"].mean(dim=(2, 3)))
+    assert not any(k.startswith(("features.14", "features.18", "classifier")) for k in bb.body.state_dict())
+    # the output is that of the upstream module, not of a lookalike
+    full = torchvision.models.mobilenet_v2(weights=None)
+    full.load_state_dict({k: v for k, v in bb.body.state_dict().items()}, strict=False)
+    full.eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        torch.testing.assert_close(bb(x)["map"], full.features[:14](x))
+    with pytest.raises(ConfigError, match=r"no module 'features\.99'.*map_node.*features\.13"):
+        create_backbone("torchvision:mobilenet_v2", map_node="features.99")
+    with pytest.raises(ConfigError, match="maxvit_t has no map_node"):
+        create_backbone("torchvision:maxvit_t", map_node="blocks.0")
+
+
 def test_maxvit_t_at_224():
     bb = create_backbone("torchvision:maxvit_t")
     assert bb.preprocessing.input_size == 224

@@ -19,7 +19,8 @@ MOBILENET_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee
 
 @pytest.mark.parametrize(
     "preset, method, file",
-    [("cage-combined", "cage", "maxvit_t-bc5ab103.pth"), ("smm", "smm", "inception_v3_google-0cc3c7bd.pth")],
+    [("cage-combined", "cage", "maxvit_t-bc5ab103.pth"), ("smm", "smm", "inception_v3_google-0cc3c7bd.pth"),
+     ("smm-synth", "smm", "mobilenet_v2-b0353104.pth")],
 )
 def test_paper_preset_offline_names_the_missing_file(preset, method, file):
     cfg = resolve_config(preset=preset)
@@ -47,6 +48,23 @@ def test_pretrained_weights_come_from_torchvision_cache(assets_home):
     random = create_backbone("torchvision:mobilenet_v2")
     assert not torch.equal(random.state_dict()["body.features.0.0.weight"], state["features.0.0.weight"])
     assert random.weights_info is None
+
+
+def test_recommended_smm_starts_from_imagenet_mobilenet(assets_home):
+    """`train --method smm` (preset smm-synth) fine-tunes torchvision's ImageNet MobileNetV2 cut at features.13."""
+    cfg = resolve_config(preset="smm-synth")
+    space = LabelSpace(expressions=("neutral", "happiness"), va=True, aus=("AU1", "AU12"))
+    m = create_method("smm", space, method_config_for(cfg))
+    path, _, _ = torchvision_weights_file("mobilenet_v2")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    own = m.backbone.state_dict()
+    for key in ("body.features.0.0.weight", "body.features.13.conv.3.running_var"):
+        torch.testing.assert_close(own[key], state[key.removeprefix("body.")])
+    assert m.backbone.weights_info["sha256"] == MOBILENET_SHA256
+    m.eval()
+    with torch.no_grad():
+        out = m({"image": torch.randn(2, 3, cfg.image_size, cfg.image_size)})
+    assert out.extras["attention"].shape == (2, 17, 4, 4)  # U ROI maps over a 4x4 map
 
 
 def test_weights_file_is_recorded(tmp_path):

@@ -169,8 +169,13 @@ def test_presets_resolve():
     assert cfg.sampler == "multitask" and cfg.batch_size == 72
     assert cfg.method_config["message_space"] == "separate" and cfg.method_config["num_rois"] == 17
     cfg2 = resolve_config(preset="smm-synth", options={"train": ["a.csv", "b.csv", "c.csv"]})
-    assert cfg2.train == ["a.csv", "b.csv", "c.csv"] and cfg2.backbone == "builtin:cnn-grid"
+    assert cfg2.train == ["a.csv", "b.csv", "c.csv"] and cfg2.backbone == "torchvision:mobilenet_v2"
+    # ImageNet weights as in the paper, cut where a 64 px face gives a 4x4 map
+    assert cfg2.method_config["pretrained"] is True and cfg2.image_size == 64
+    assert cfg2.method_config["backbone_options"] == {"map_node": "features.13"}
     assert cfg2.sampler == "multitask" and cfg2.batch_size % 3 == 0  # equal parts of three uni-task sets
+    cfg3 = resolve_config(preset="smm-scratch")  # offline: the built-in CNN from scratch
+    assert cfg3.backbone == "builtin:cnn-grid" and not cfg3.method_config.get("pretrained", False)
 
 
 @pytest.mark.slow

@@ -307,7 +307,8 @@ def create_backbone(name: str, *, pretrained: bool = False, weights: str | os.Pa
     weights : path, optional
         Local state-dict file to load (backbone's own or the full upstream model's).
     **kw
-        Family-specific options (e.g. ``input_size`` for the built-in CNNs).
+        Family-specific options (e.g. ``input_size`` for the built-in CNNs; ``map_node`` for
+        torchvision CNNs: the graph node to cut at, e.g. ``"features.13"`` of MobileNetV2).
 
     Raises
     ------
@@ -611,7 +612,8 @@ _TV_SPECS: dict[str, dict[str, Any]] = {
     # the last stage; global = the classifier's pool + LayerNorm (MaxVitBackbone)
     "maxvit_t": {"map": "blocks", "c": 512, "size": 224},
     # a small ImageNet CNN (7x7x1280 at 224 px) whose weights are at hand offline in tests; the
-    # packaged affectlab-base (v2) backbone, fine-tuned at 112 px
+    # packaged affectlab-base (v2) backbone, fine-tuned at 112 px; the smm-synth preset cuts it
+    # at features.13 (stride 16, 96 channels: a 4x4 map at 64 px)
     "mobilenet_v2": {"map": "features", "c": 1280, "size": 224},
     # SMM-EmotionNet (002) cuts InceptionV3 after Mixed_6e: 17x17x768 at 299 px, and its
     # multi-task baseline's heads start from that 768-d feature (768x16 -> 16xC)
@@ -700,29 +702,50 @@ def _torchvision_model(arch: str, pretrained: bool) -> nn.Module:
 def _torchvision_factory(arch: str):
     spec = _TV_SPECS[arch]
 
-    def factory(*, pretrained: bool = False, weights=None, input_size: int | None = None) -> Backbone:
-        common = dict(
-            name=f"torchvision:{arch}",
-            out_dim=spec["c"],
-            map_channels=spec["c"],
-            preprocessing=Preprocessing.named("imagenet", input_size or spec["size"]),
-        )
+    def factory(*, pretrained: bool = False, weights=None, input_size: int | None = None,
+                map_node: str | None = None) -> Backbone:
+        if map_node is not None and arch == "maxvit_t":
+            raise ConfigError("torchvision:maxvit_t has no map_node option (its map is the last stage)")
+        common = dict(name=f"torchvision:{arch}",
+                      preprocessing=Preprocessing.named("imagenet", input_size or spec["size"]))
         if arch == "mobilenet_v2" and not pretrained and _REBUILDING.get():
             from affectlab.features.mobilenet import MobileNetV2Trunk
 
-            return _finish(GraphBackbone(body=MobileNetV2Trunk(), **common), weights=weights)
+            trunk = MobileNetV2Trunk(cut=map_node)
+            c = trunk.out_channels
+            return _finish(GraphBackbone(body=trunk, out_dim=c, map_channels=c, **common), weights=weights)
         from torchvision.models.feature_extraction import create_feature_extractor
 
         full = _torchvision_model(arch, pretrained)
         record = getattr(full, "_affectlab_weights", None)
+        node, channels = spec["map"], spec["c"]
+        if map_node is not None:
+            modules = dict(full.named_modules())
+            if map_node not in modules:
+                # the stage outputs are what one cuts at; listing every module would drown them
+                top = modules.get(spec["map"])
+                stages = [f"{spec['map']}.{n}" for n, _ in top.named_children()] if top is not None else []
+                raise ConfigError(
+                    f"torchvision:{arch} has no module {map_node!r} to cut at (map_node); "
+                    f"e.g. {', '.join(stages[:20]) or spec['map']}"
+                )
+            node = map_node
         if arch == "maxvit_t":
-            bb = MaxVitBackbone(full, **common)
+            bb = MaxVitBackbone(full, out_dim=channels, map_channels=channels, **common)
         else:
             with warnings.catch_warnings():
                 # inception's eval-mode graph lacks the aux branch; we cut before it anyway
                 warnings.filterwarnings("ignore", message=".*eval mode are a subsequence.*")
-                body = create_feature_extractor(full, return_nodes={spec["map"]: "map"})
-            bb = GraphBackbone(body=body, **common)
+                body = create_feature_extractor(full, return_nodes={node: "map"})
+            if node != spec["map"]:
+                # an earlier cut has fewer channels: one dry run at the smallest size the
+                # architecture takes tells how many (InceptionV3 needs 75 px)
+                was = body.training
+                body.eval()
+                with torch.no_grad():
+                    channels = int(body(torch.zeros(1, 3, 75, 75))["map"].shape[1])
+                body.train(was)
+            bb = GraphBackbone(body=body, out_dim=channels, map_channels=channels, **common)
         bb.weights_info = record
         return _finish(bb, weights=weights)
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from affectlab.errors import ConfigError
+
 #: (expansion t, channels c, repeats n, first stride s) of torchvision's MobileNetV2
 INVERTED_RESIDUAL_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
                              (6, 160, 3, 2), (6, 320, 1, 1))
@@ -74,16 +76,32 @@ class InvertedResidual(nn.Module):
         return x + y if self.use_res_connect else y
 
 
+def _cut_blocks(cut: str | None) -> int:
+    """Number of ``features`` blocks kept for the cut ``features.K`` (``None`` / ``features``: all 19)."""
+    total = 2 + sum(n for _, _, n, _ in INVERTED_RESIDUAL_SETTING)
+    if cut is None or cut == "features":
+        return total
+    head, _, k = str(cut).partition(".")
+    if head != "features" or not k.isdigit() or int(k) >= total:
+        raise ConfigError(
+            f"torchvision:mobilenet_v2 has no module {cut!r} to cut at (map_node); "
+            f"e.g. {', '.join(f'features.{i}' for i in range(total))}"
+        )
+    return int(k) + 1
+
+
 class MobileNetV2Trunk(nn.Module):
     """``features`` of torchvision's MobileNetV2 (1280 x S/32 x S/32); ``forward`` returns
-    ``{"map": features(x)}`` like the torch.fx extractor cut at ``features``.
+    ``{"map": features(x)}`` like the torch.fx extractor cut at ``features``. ``cut="features.K"``
+    keeps blocks 0..K, as the extractor cut at that module (``map_node`` of the backbone).
 
     Initialised as torchvision initialises the trunk (Kaiming-normal fan-out convolutions,
     unit batch norms), though a rebuilt model overwrites every weight.
     """
 
-    def __init__(self):
+    def __init__(self, cut: str | None = None):
         super().__init__()
+        keep = _cut_blocks(cut)
         cin = 32
         blocks: list[nn.Module] = [ConvBNReLU6(3, cin, stride=2)]
         for t, c, n, s in INVERTED_RESIDUAL_SETTING:
@@ -91,7 +109,9 @@ class MobileNetV2Trunk(nn.Module):
                 blocks.append(InvertedResidual(cin, c, s if i == 0 else 1, expand_ratio=t))
                 cin = c
         blocks.append(ConvBNReLU6(cin, LAST_CHANNEL, kernel_size=1))
-        self.features = nn.Sequential(*blocks)
+        self.features = nn.Sequential(*blocks[:keep])
+        #: channels of the returned map
+        self.out_channels = blocks[keep - 1].out_channels
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out")
