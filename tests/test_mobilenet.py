@@ -9,6 +9,7 @@ import pytest
 import torch
 import torchvision
 
+from affectlab.errors import ConfigError
 from affectlab.features.backbones import GraphBackbone, create_backbone, rebuilding
 from affectlab.features.mobilenet import MobileNetV2Trunk
 
@@ -103,3 +104,21 @@ def test_packaged_model_predicts_bit_for_bit_as_when_built_on_torchvision():
     for key, value in want["extras"].items():
         a, b = np.asarray(got["extras"][key]), np.asarray(value)
         assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), key
+
+
+def test_cut_backbone_is_rebuilt_with_the_same_cut():
+    """A model trained on MobileNetV2 cut at features.13 (the smm-synth preset) reloads from the copy."""
+    trained = create_backbone("torchvision:mobilenet_v2", map_node="features.13")
+    with rebuilding():
+        rebuilt = create_backbone("torchvision:mobilenet_v2", map_node="features.13")
+        with pytest.raises(ConfigError, match=r"no module 'features\.19'.*features\.18"):
+            create_backbone("torchvision:mobilenet_v2", map_node="features.19")
+    assert isinstance(rebuilt.body, MobileNetV2Trunk) and rebuilt.map_channels == trained.map_channels == 96
+    state = trained.state_dict()
+    assert list(rebuilt.state_dict()) == list(state)
+    rebuilt.load_state_dict(state, strict=True)
+    trained.eval(), rebuilt.eval()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        a, b = trained(x), rebuilt(x)
+    assert a["map"].shape == (2, 96, 4, 4) and torch.equal(a["map"], b["map"])
