@@ -51,6 +51,17 @@ def test_trunk_computes_what_torchvision_computes(train):
         torch.testing.assert_close(ours.features.state_dict(), reference.state_dict(), rtol=0, atol=1e-6)
 
 
+def _same_weights_outputs(trained, rebuilt, *, size, seed):
+    """Both backbones' outputs on one random batch, ``rebuilt`` holding ``trained``'s weights (same names)."""
+    state = trained.state_dict()
+    assert list(rebuilt.state_dict()) == list(state)
+    rebuilt.load_state_dict(state, strict=True)
+    trained.eval(), rebuilt.eval()
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return trained(x), rebuilt(x)
+
+
 def test_backbone_is_rebuilt_from_the_copy_only_inside_rebuilding():
     trained = create_backbone("torchvision:mobilenet_v2")
     with rebuilding():
@@ -59,13 +70,7 @@ def test_backbone_is_rebuilt_from_the_copy_only_inside_rebuilding():
     assert isinstance(rebuilt, GraphBackbone) and isinstance(rebuilt.body, MobileNetV2Trunk)
     assert (rebuilt.name, rebuilt.out_dim, rebuilt.map_channels, rebuilt.preprocessing) == (
         trained.name, trained.out_dim, trained.map_channels, trained.preprocessing)
-    state = trained.state_dict()
-    assert list(rebuilt.state_dict()) == list(state)
-    rebuilt.load_state_dict(state, strict=True)
-    trained.eval(), rebuilt.eval()
-    x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(3))
-    with torch.no_grad():
-        a, b = trained(x), rebuilt(x)
+    a, b = _same_weights_outputs(trained, rebuilt, size=96, seed=3)
     assert torch.equal(a["map"], b["map"]) and torch.equal(a["global"], b["global"])
 
 
@@ -114,11 +119,5 @@ def test_cut_backbone_is_rebuilt_with_the_same_cut():
         with pytest.raises(ConfigError, match=r"no module 'features\.19'.*features\.18"):
             create_backbone("torchvision:mobilenet_v2", map_node="features.19")
     assert isinstance(rebuilt.body, MobileNetV2Trunk) and rebuilt.map_channels == trained.map_channels == 96
-    state = trained.state_dict()
-    assert list(rebuilt.state_dict()) == list(state)
-    rebuilt.load_state_dict(state, strict=True)
-    trained.eval(), rebuilt.eval()
-    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
-    with torch.no_grad():
-        a, b = trained(x), rebuilt(x)
+    a, b = _same_weights_outputs(trained, rebuilt, size=64, seed=4)
     assert a["map"].shape == (2, 96, 4, 4) and torch.equal(a["map"], b["map"])
