@@ -3,6 +3,7 @@ sequences, argument errors, and that expressions are learnable from the pixels."
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import replace
 
@@ -13,6 +14,7 @@ import pytest
 
 from affectlab.data.schema import AU_SETS, EXPRESSIONS
 from affectlab.data.synth import (
+    BLEND_CLASSES,
     PRESENCE_THRESHOLD,
     PROTOTYPES,
     SYNTH_AUS,
@@ -202,6 +204,57 @@ def test_drop_labels_writes_the_missing_codes(tmp_path):
     assert (read.loc[~missing_au, AU_COLS] >= 0).all().all()
 
 
+def test_blend_mixes_two_expressions_and_va_follows_the_mix():
+    plain = sample_labels(400, seed=3)
+    df = sample_labels(400, seed=3, blend=1.0)
+    basic = df["expression"].isin(BLEND_CLASSES)
+    blended = df["blend_with"] != ""
+    # every basic face is a blend, never neutral or contempt, with a different partner
+    assert (blended == basic).all() and basic.sum() > 250
+    assert (df.loc[blended, "blend_with"] != df.loc[blended, "expression"]).all()
+    assert df.loc[blended, "blend_with"].isin(BLEND_CLASSES).all()
+    w = df.loc[blended, "blend_weight"]
+    assert (w >= 0.5).all() and (w <= 1).all() and w.std() > 0.1
+    assert (df.loc[~blended, "blend_weight"] == 1).all()
+    # the others are the faces made without blends, label for label
+    cols = list(plain.columns)
+    pd.testing.assert_frame_equal(df.loc[~blended, cols], plain.loc[~blended, cols])
+    # AU intensities: w * own + (1 - w) * partner's on the prototype AUs (presence follows)
+    for i in np.flatnonzero(blended.to_numpy())[:40]:
+        row, before = df.iloc[i], plain.iloc[i]
+        w_ = row["blend_weight"]
+        for k in PROTOTYPES[row["expression"]]:
+            if k not in PROTOTYPES[row["blend_with"]]:
+                assert row[f"AU{k}_intensity"] == pytest.approx(w_ * before[f"AU{k}_intensity"], abs=2e-3)
+        for k in PROTOTYPES[row["blend_with"]]:
+            assert row[f"AU{k}_intensity"] >= (1 - w_) * 1.0 - 2e-3  # the partner shows
+        for k in SYNTH_AUS:
+            if abs(row[f"AU{k}_intensity"] - 1.0) > 1e-3:  # intensities are written rounded
+                assert row[f"AU{k}"] == int(row[f"AU{k}_intensity"] >= 1.0)
+    # VA moves from the own class's point towards the partner's centre by 1 - w
+    for i in np.flatnonzero(blended.to_numpy())[:40]:
+        row, before = df.iloc[i], plain.iloc[i]
+        w_ = row["blend_weight"]
+        cv, ca = VA_CENTRES[row["blend_with"]]
+        # the partner's VA is its centre scaled by its (unknown here) intensity in [0.2, 1]
+        for got, mine, centre in ((row["valence"], before["valence"], cv), (row["arousal"], before["arousal"], ca)):
+            lo, hi = sorted((0.2 * centre, 1.0 * centre))
+            assert w_ * mine + (1 - w_) * lo - 2e-3 <= got <= w_ * mine + (1 - w_) * hi + 2e-3
+    # the labels-only path gives what rendering gives; the CSV keeps the columns
+    pd.testing.assert_frame_equal(sample_batch(30, seed=3, size=32, blend=1.0)[1], sample_labels(30, seed=3, blend=1.0))
+    assert "blend_with" not in plain and "blend_weight" not in plain
+
+
+def test_cli_blend_writes_the_truth_columns(tmp_path):
+    from affectlab.cli import main
+
+    assert main(["synth", "--out", str(tmp_path / "b"), "--n", "24", "--size", "32", "--blend", "1", "-q"]) == 0
+    read = pd.read_csv(tmp_path / "b" / "labels.csv", keep_default_na=False)
+    assert {"blend_with", "blend_weight"} <= set(read.columns)
+    assert (read["blend_with"] != "").sum() == read["expression"].isin(BLEND_CLASSES).sum() > 0
+    assert json.loads((tmp_path / "b" / "synth.json").read_text())["blend"] == 1.0
+
+
 @pytest.mark.parametrize(
     "keep, present, absent",
     [
@@ -283,6 +336,8 @@ def test_frame_noise_jitters_frames_but_not_labels():
         ({"n": 5, "size": 16}, "size must be >= 32"),
         ({"n": 5, "sequences": 2}, "needs frames"),
         ({"n": 5, "frame_noise": 1.0}, "applies to clips only"),
+        ({"n": 5, "blend": 1.5}, r"blend \(--blend\) must be in \[0, 1\]"),
+        ({"n": 0, "sequences": 1, "frames": 3, "blend": 0.5}, "still images only"),
         ({"n": 0, "sequences": 1, "frames": 3, "frame_noise": -1}, "frame_noise .* >= 0"),
         ({"n": 5, "label_noise": 0.2, "keep": "va"}, "keep does not include expr"),
         ({"n": 5, "label_noise": 0.2, "expressions": ["anger"]}, "at least two expressions"),

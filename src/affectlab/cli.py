@@ -239,6 +239,10 @@ def synth_cmd(
     subjects: Optional[int] = typer.Option(None, "--subjects", help="Number of identities (default: n/10)."),
     label_noise: float = typer.Option(0.0, "--label-noise", help="Fraction of expression labels flipped (0-1)."),
     drop_labels: float = typer.Option(0.0, "--drop-labels", help="Chance each descriptor of a sample is dropped (0-1)."),
+    blend: float = typer.Option(
+        0.0, "--blend",
+        help="Chance a basic-expression face blends in a second expression (0-1); label: the larger part, VA: the blend.",
+    ),
     keep: str = typer.Option("expr,va,au", "--keep", help="Descriptors to write: comma list of expr, va, au."),
     sequences: int = typer.Option(0, "--sequences", help="Number of video clips (onset-apex-offset)."),
     frames: int = typer.Option(0, "--frames", help="Frames per clip."),
@@ -261,14 +265,15 @@ def synth_cmd(
     noisy labels: `affectlab synth --out noisy --n 2000 --label-noise 0.2`;
     an expression-only set: `affectlab synth --out expr_only --n 1000 --keep expr --seed 1`;
     video clips: `affectlab synth --out clips --sequences 20 --frames 60` (add `--frame-noise 1`
-    for frame-to-frame jitter that temporal smoothing should remove).
+    for frame-to-frame jitter that temporal smoothing should remove);
+    VA that says more than the class: `affectlab synth --out blends --n 3000 --blend 1`.
     """
     from affectlab.data.synth import generate
 
     df = generate(
         out, n, size=size, seed=seed, subjects=subjects, label_noise=label_noise, drop_labels=drop_labels,
         keep=keep, sequences=sequences, frames=frames, expressions=expressions, image_format=image_format,
-        overwrite=overwrite, progress=not quiet, frame_noise=frame_noise,
+        overwrite=overwrite, progress=not quiet, frame_noise=frame_noise, blend=blend,
     )
     console.print(
         f"[green]{plural(len(df), 'image')} of {plural(df['subject'].nunique(), 'subject')} written to {out}[/green] "

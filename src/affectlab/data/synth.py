@@ -39,6 +39,16 @@ Ground truth
   noise (sd ``+ U(0, 6 S)``). It is the frame-to-frame noise that temporal smoothing
   (equation 9 of the SMM paper) is meant to remove; 0 (the default) draws nothing extra,
   so clips stay byte-identical to those made without it.
+* **Blends** (``blend=P``, ``--blend``): with probability P a still face of one of the six
+  basic expressions is drawn as a blend of it (weight ``w ~ U(0.5, 1)``) and a second basic
+  expression ``b`` (weight ``1 - w``, uniform among the other five): each prototype AU gets
+  ``w I_a + (1 - w) I_b`` (``I`` the unblended intensities, 0 outside a prototype), and
+  valence/arousal are the same blend of the two classes' VA. The label stays the class of
+  larger weight, so near ``w = 0.5`` the class is barely visible while VA still locates
+  the face between the two: VA then carries information beyond the class (how far, and
+  towards which class), which it does not without blends. ``blend_with`` (``b``, empty
+  otherwise) and ``blend_weight`` (``w``, 1 otherwise) record the truth. Drawn from their
+  own stream, so ``blend=0`` (the default) leaves every image and label as before.
 * **Label noise** (``label_noise=P``): each stored expression is replaced, with
   probability P, by a different class of the set; ``expression_true`` and
   ``label_flipped`` record the truth. **Missing labels** (``drop_labels=P``): each kept
@@ -78,6 +88,7 @@ __all__ = [
     "PROTOTYPES",
     "VA_CENTRES",
     "PRESENCE_THRESHOLD",
+    "BLEND_CLASSES",
     "SYNTH_AUS",
     "FaceParams",
     "render_face",
@@ -140,6 +151,9 @@ _TASKS = ("expr", "va", "au")
 # seed roles, so identity, sample and label-noise streams never overlap
 _ROLE_IDENTITY, _ROLE_SAMPLE, _ROLE_PLAN, _ROLE_SEQUENCE, _ROLE_FRAME = 1, 2, 3, 4, 5
 _ROLE_FRAME_NOISE = 6
+_ROLE_BLEND = 7
+#: expressions a blend pairs (neutral has no prototype, contempt's AUs are one-sided)
+BLEND_CLASSES = ("happiness", "sadness", "surprise", "fear", "disgust", "anger")
 
 _SKIN_LIGHT = np.array([242.0, 208.0, 182.0])
 _SKIN_DARK = np.array([92.0, 60.0, 42.0])
@@ -284,21 +298,58 @@ def _sample_nuisance(rng: np.random.Generator, size: int) -> dict:
     }
 
 
-def sample_params(seed: int, index: int, expression: str, subject: int, size: int = 112) -> tuple[FaceParams, dict]:
+def _blend(seed: int, index: int, expression: str, au: dict, level: float, va: tuple[float, float],
+           rate: float) -> tuple[dict, tuple[float, float], str, float]:
+    """Blend a face with a second basic expression (``blend=P``; module docstring).
+
+    Returns the AU intensities, valence/arousal, the partner class ('' when not blended)
+    and the weight of ``expression``.
+    """
+    if rate <= 0 or expression not in BLEND_CLASSES:
+        return au, va, "", 1.0
+    rng = np.random.default_rng([int(seed), _ROLE_BLEND, int(index)])
+    u = rng.random(3)
+    if u[0] >= rate:
+        return au, va, "", 1.0
+    others = [c for c in BLEND_CLASSES if c != expression]
+    partner = others[int(u[1] * len(others))]
+    w = 0.5 + 0.5 * float(u[2])
+    own, theirs = PROTOTYPES[expression], PROTOTYPES[partner]
+    gains = rng.uniform(0.8, 1.15, len(theirs))
+    # the partner at the same expression level as the face, unblended
+    other = {k: min(5.0, max(PRESENCE_THRESHOLD, 5.0 * level * g)) for k, g in zip(theirs, gains.tolist())}
+    out = dict(au)
+    for k in set(own) | set(other):
+        mine = au[k] if k in own else 0.0
+        mixed = w * mine + (1.0 - w) * other.get(k, 0.0)
+        # an AU of the partner only never falls below the sub-threshold level it had
+        out[k] = mixed if k in own else max(au[k], mixed)
+    cv, ca = VA_CENTRES[partner]
+    scale = float(np.mean(list(other.values()))) / 5.0
+    v = w * va[0] + (1.0 - w) * cv * scale
+    a = w * va[1] + (1.0 - w) * ca * scale
+    return out, (min(1.0, max(-1.0, v)), min(1.0, max(-1.0, a))), partner, w
+
+
+def sample_params(seed: int, index: int, expression: str, subject: int, size: int = 112,
+                  blend: float = 0.0) -> tuple[FaceParams, dict]:
     """Parameters and labels of static sample ``index`` of ``seed``.
+
+    ``blend`` is the probability that a basic-expression face is a blend (module docstring).
 
     Returns
     -------
     params : FaceParams
     labels : dict
         ``expression``, ``valence``, ``arousal``, ``au`` (dict AU number -> intensity),
-        ``intensity`` (expression level 0-1), ``occluded``.
+        ``intensity`` (expression level 0-1), ``occluded``, ``blend_with``, ``blend_weight``.
     """
     expression = _check_expressions([expression])[0]
     rng = np.random.default_rng([int(seed), _ROLE_SAMPLE, int(index)])
     au, side, level = _sample_aus(rng, expression)
     v, a = _va(expression, au, rng)
     nuis = _sample_nuisance(rng, size)
+    au, (v, a), partner, weight = _blend(seed, index, expression, au, level, (v, a), blend)
     params = FaceParams(identity=sample_identity(seed, subject), au=au, au_side=side, **nuis)
     labels = {
         "expression": expression,
@@ -307,6 +358,8 @@ def sample_params(seed: int, index: int, expression: str, subject: int, size: in
         "au": au,
         "intensity": level,
         "occluded": int(nuis["occlusion"] is not None),
+        "blend_with": partner,
+        "blend_weight": weight,
     }
     return params, labels
 
@@ -476,6 +529,7 @@ def _plan(
     expressions,
     image_format: str = "jpg",
     frame_noise: float = 0.0,
+    blend: float = 0.0,
 ) -> tuple[_Plan, dict]:
     n = _check_int("n", n, 0)
     sequences = _check_int("sequences", sequences, 0)
@@ -493,6 +547,9 @@ def _plan(
     seed = _check_int("seed", seed, 0)
     label_noise = _check_fraction("label_noise (--label-noise)", label_noise)
     drop_labels = _check_fraction("drop_labels (--drop-labels)", drop_labels)
+    blend = _check_fraction("blend (--blend)", blend)
+    if blend > 0 and n == 0:
+        raise ConfigError(f"blend={blend} applies to still images only; ask for n > 0 images")
     keep = _check_keep(keep)
     classes = _check_expressions(expressions)
     if label_noise > 0 and "expr" not in keep:
@@ -518,7 +575,7 @@ def _plan(
 
     params, rows = [], []
     for i in range(n):
-        p, lab = sample_params(seed, i, classes[static_expr[i]], int(subj[i]), size)
+        p, lab = sample_params(seed, i, classes[static_expr[i]], int(subj[i]), size, blend)
         lab.update(path=f"img/{i:06d}.{ext}", subject=subject_id(seed, subj[i]))
         params.append(p)
         rows.append(lab)
@@ -573,10 +630,14 @@ def _plan(
     if frame_noise > 0:
         # recorded only when used, so synth.json of earlier settings stays byte-identical
         settings["frame_noise"] = frame_noise
+    if blend > 0:
+        settings["blend"] = blend
+        settings["blend_classes"] = list(BLEND_CLASSES)
     return _Plan(params, rows), settings
 
 
-def label_columns(keep=_TASKS, *, label_noise: bool = False, sequences: bool = False) -> list[str]:
+def label_columns(keep=_TASKS, *, label_noise: bool = False, sequences: bool = False,
+                  blend: bool = False) -> list[str]:
     """Manifest columns written for a set of kept descriptors, in file order."""
     keep = _check_keep(keep)
     cols = ["path", "subject"]
@@ -591,6 +652,8 @@ def label_columns(keep=_TASKS, *, label_noise: bool = False, sequences: bool = F
     if "au" in keep:
         cols += [f"AU{k}" for k in SYNTH_AUS] + [f"AU{k}_intensity" for k in SYNTH_AUS]
     cols.append("occluded")
+    if blend:
+        cols += ["blend_with", "blend_weight"]
     return cols
 
 
@@ -598,6 +661,7 @@ def _frame(plan: _Plan, settings: dict) -> pd.DataFrame:
     keep = settings["keep"]
     noisy = settings["label_noise"] > 0
     seq = settings["sequences"] > 0
+    blended = settings.get("blend", 0) > 0
     records = []
     for lab in plan.rows:
         r = {"path": lab["path"], "subject": lab["subject"]}
@@ -620,8 +684,11 @@ def _frame(plan: _Plan, settings: dict) -> pd.DataFrame:
             for k in SYNTH_AUS:
                 r[f"AU{k}_intensity"] = round(lab["au"][k], 3) if has else -1.0
         r["occluded"] = lab["occluded"]
+        if blended:
+            r["blend_with"] = lab.get("blend_with", "")
+            r["blend_weight"] = round(lab.get("blend_weight", 1.0), 4)
         records.append(r)
-    cols = label_columns(keep, label_noise=noisy, sequences=seq)
+    cols = label_columns(keep, label_noise=noisy, sequences=seq, blend=blended)
     df = pd.DataFrame.from_records(records, columns=cols)
     if seq:
         df["frame"] = df["frame"].astype("int64")
@@ -644,6 +711,7 @@ def sample_batch(
     sequences: int = 0,
     frames: int = 0,
     frame_noise: float = 0.0,
+    blend: float = 0.0,
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Render a synthetic set in memory (nothing touches disk).
 
@@ -660,6 +728,7 @@ def sample_batch(
     plan, settings = _plan(
         n, size=size, seed=seed, subjects=subjects, label_noise=label_noise, drop_labels=drop_labels,
         keep=keep, sequences=sequences, frames=frames, expressions=expressions, frame_noise=frame_noise,
+        blend=blend,
     )
     images = np.empty((len(plan.params), settings["size"], settings["size"], 3), dtype=np.uint8)
     for i, p in enumerate(plan.params):
@@ -679,6 +748,7 @@ def sample_labels(
     sequences: int = 0,
     frames: int = 0,
     frame_noise: float = 0.0,
+    blend: float = 0.0,
 ) -> pd.DataFrame:
     """The labels :func:`sample_batch` / :func:`generate` would produce, without drawing.
 
@@ -688,6 +758,7 @@ def sample_labels(
     plan, settings = _plan(
         n, size=32, seed=seed, subjects=subjects, label_noise=label_noise, drop_labels=drop_labels,
         keep=keep, sequences=sequences, frames=frames, expressions=expressions, frame_noise=frame_noise,
+        blend=blend,
     )
     return _frame(plan, settings)
 
@@ -738,6 +809,7 @@ def generate(
     image_format: str = "jpg",
     overwrite: bool = False,
     frame_noise: float = 0.0,
+    blend: float = 0.0,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Write a synthetic face dataset: images plus ``labels.csv`` (manifest format).
@@ -779,6 +851,10 @@ def generate(
         Strength ``S >= 0`` of independent per-frame nuisances in clips (brightness,
         rotation, shift, scale, blur, pixel noise; see the module docstring). Labels do not
         change; 0 (default) gives the clips made without it, byte for byte.
+    blend : float
+        Probability that a still face of a basic expression is a blend with a second one
+        (label: the class of larger weight; VA: the same blend; columns ``blend_with``,
+        ``blend_weight``). 0 (default) draws nothing extra.
     progress : bool
         Show a progress bar.
 
@@ -795,7 +871,7 @@ def generate(
     plan, settings = _plan(
         n, size=size, seed=seed, subjects=subjects, label_noise=label_noise, drop_labels=drop_labels,
         keep=keep, sequences=sequences, frames=frames, expressions=expressions, image_format=image_format,
-        frame_noise=frame_noise,
+        frame_noise=frame_noise, blend=blend,
     )
     out = Path(out_dir)
     _prepare_out_dir(out, overwrite)
