@@ -2,14 +2,15 @@
 
 1. **CAGE: valence/arousal regression helps expression classification.** CAGE's combined
    loss (weighted CE + 5 MSE on VA; ``affectlab train --method cage``, preset ``cage-synth``)
-   against the same model and budget without the VA term (``--set variant=discrete``), on
-   three kinds of training data:
+   against the same model and budget without the VA term (``--set variant=discrete``), with
+   ``cage-synth``'s built-in CNN from scratch and with ``smm-synth``'s ImageNet MobileNetV2
+   (cut at ``features.13``), on three kinds of training data:
 
    * ``standard``: ``affectlab synth``; VA is the class centre scaled by the expression's
      intensity, so it says little beyond the class;
-   * ``blend``: ``synth --blend 1``: every basic-expression face is a blend of two
-     expressions, labelled by the larger part; VA is the same blend, so it tells how far
-     and towards which class a face lies -- information beyond the class;
+   * ``blend``: ``synth --blend 0.5`` (train and test): half the basic-expression faces are
+     blends of two expressions, labelled by the larger part; VA is the same blend, so it
+     tells how far and towards which class a face lies -- information beyond the class;
    * ``noisy``: ``synth --label-noise 0.3``: 30% of the training expression labels are
      wrong, the VA labels are not (tested on clean labels).
 
@@ -45,6 +46,12 @@ import time
 from pathlib import Path
 
 SIZE = "64"
+#: CAGE's backbones: the recommended cage-synth's from scratch, and smm-synth's ImageNet one
+CAGE_SETTINGS = {
+    "scratch": [],
+    "pretrained": ["--set", "backbone=torchvision:mobilenet_v2", "--set", "pretrained=true",
+                   "--set", "backbone_options={map_node: features.13}"],
+}
 SMM_SETTINGS = {
     # name: (SMM preset, baseline --set options that give it the same backbone and input)
     "pretrained": ("smm-synth", ["backbone=torchvision:mobilenet_v2", "pretrained=true",
@@ -126,34 +133,37 @@ def _matching_embed_dim(target: int, sets: list[str]) -> tuple[int, int]:
     return width, _used_parameters("baseline", "baseline", [*sets, f"embed_dim={width}"])
 
 
-def cage_table(exe, work: Path, seeds, n: int, epochs: int) -> tuple[str, str]:
+def cage_table(exe, work: Path, seeds, n: int, epochs: int, blend: float, settings) -> tuple[str, str]:
     test_std = _synth(exe, work / "data" / "test", "--n", "1000", "--seed", "2")
-    test_blend = _synth(exe, work / "data" / "test-blend", "--n", "1000", "--seed", "2", "--blend", "1")
+    tag = f"blend{round(100 * blend)}"
+    test_blend = _synth(exe, work / "data" / f"test-{tag}", "--n", "1000", "--seed", "2", "--blend", str(blend))
     data = {
         "standard": (_synth(exe, work / "data" / "standard", "--n", str(n), "--seed", "1"), test_std),
-        "blend": (_synth(exe, work / "data" / "blend", "--n", str(n), "--seed", "1", "--blend", "1"), test_blend),
+        f"blend {blend:g}": (_synth(exe, work / "data" / tag, "--n", str(n), "--seed", "1", "--blend", str(blend)),
+                             test_blend),
         "noisy": (_synth(exe, work / "data" / "noisy", "--n", str(n), "--seed", "1", "--label-noise", "0.3"),
                   test_std),
     }
-    lines = ["| training data | model | expression accuracy | expression macro F1 | VA CCC | per seed: F1 |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| backbone | training data | model | expression accuracy | expression macro F1 | VA CCC | "
+             "per seed: F1 |", "|---|---|---|---|---|---|---|"]
     deltas = []
-    for name, (train, test) in data.items():
-        f1 = {}
-        for variant in ("discrete", "combined"):
-            rows = []
-            for seed in seeds:
-                run = work / "cage" / f"{name}-{variant}-{seed}"
-                rows.append(_train_eval(exe, run, [train], test, ["--method", "cage", "--epochs", str(epochs),
-                                                                  "--set", f"variant={variant}",
-                                                                  "--set", f"seed={seed}"]))
-            f1[variant] = [r["expr_f1_macro"] for r in rows]
-            ccc = _ms([r["va_ccc"] for r in rows]) if variant == "combined" else "-"
-            label = "CE (no VA term)" if variant == "discrete" else "CE + 5 MSE(VA) (CAGE combined)"
-            lines.append(f"| {name} | {label} | {_ms([r['expr_acc'] for r in rows])} | {_ms(f1[variant])} | "
-                         f"{ccc} | {' / '.join(f'{v:.3f}' for v in f1[variant])} |")
-        diff = [c - d for c, d in zip(f1["combined"], f1["discrete"])]
-        deltas.append(f"{name}: {_ms(diff)} (per seed {' / '.join(f'{d:+.3f}' for d in diff)})")
+    for setting in settings:
+        for name, (train, test) in data.items():
+            f1 = {}
+            for variant in ("discrete", "combined"):
+                rows = []
+                for seed in seeds:
+                    run = work / "cage" / f"{setting}-{name.replace(' ', '')}-{variant}-{seed}"
+                    opts = ["--method", "cage", "--epochs", str(epochs), "--set", f"variant={variant}",
+                            "--set", f"seed={seed}", *CAGE_SETTINGS[setting]]
+                    rows.append(_train_eval(exe, run, [train], test, opts))
+                f1[variant] = [r["expr_f1_macro"] for r in rows]
+                ccc = _ms([r["va_ccc"] for r in rows]) if variant == "combined" else "-"
+                label = "CE (no VA term)" if variant == "discrete" else "CE + 5 MSE(VA) (CAGE combined)"
+                lines.append(f"| {setting} | {name} | {label} | {_ms([r['expr_acc'] for r in rows])} | "
+                             f"{_ms(f1[variant])} | {ccc} | {' / '.join(f'{v:.3f}' for v in f1[variant])} |")
+            diff = [c - d for c, d in zip(f1["combined"], f1["discrete"])]
+            deltas.append(f"{setting}, {name}: {_ms(diff)} (per seed {' / '.join(f'{d:+.3f}' for d in diff)})")
     summary = "Combined minus discrete, expression macro F1 (paired by seed): " + "; ".join(deltas) + "."
     return "\n".join(lines), summary
 
@@ -203,6 +213,8 @@ def main(argv=None) -> None:
     ap.add_argument("--n", type=int, default=3000, help="training faces (SMM: n/3 per uni-task set)")
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--only", choices=("cage", "smm"), default=None)
+    ap.add_argument("--blend", type=float, default=0.5, help="synth --blend of the blend data (train and test)")
+    ap.add_argument("--cage-settings", nargs="+", choices=tuple(CAGE_SETTINGS), default=list(CAGE_SETTINGS))
     ap.add_argument("--smm-settings", nargs="+", choices=tuple(SMM_SETTINGS), default=list(SMM_SETTINGS))
     ap.add_argument("--write-doc", type=Path, default=None,
                     help="replace the block between <!-- claims:start --> and <!-- claims:end --> in this file")
@@ -217,7 +229,7 @@ def main(argv=None) -> None:
              "one thread on a shared 2-core CPU. Not a replication of either paper: synthetic faces, CPU-sized "
              "backbones and budgets.")
     if args.only in (None, "cage"):
-        table, summary = cage_table(exe, args.workdir, args.seeds, args.n, args.epochs)
+        table, summary = cage_table(exe, args.workdir, args.seeds, args.n, args.epochs, args.blend, args.cage_settings)
         parts.append("**CAGE: does VA regression help expression classification?**\n\n" + table + "\n\n" + summary)
     if args.only in (None, "smm"):
         table, summary = smm_table(exe, args.workdir, args.seeds, args.n, args.epochs, args.smm_settings)
