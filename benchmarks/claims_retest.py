@@ -40,12 +40,13 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-SIZE = "64"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from smm_default import run_command, synth_once  # noqa: E402  (64 px faces, one command runner)
+
 #: CAGE's backbones: the recommended cage-synth's from scratch, and smm-synth's ImageNet one
 CAGE_SETTINGS = {
     "scratch": [],
@@ -63,20 +64,6 @@ SMM_SETTINGS = {
 }
 
 
-def _run(cmd: list[str]) -> float:
-    t0 = time.perf_counter()
-    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if done.returncode:
-        sys.exit(f"failed ({done.returncode}): {' '.join(cmd)}\n{done.stderr.strip()}")
-    return time.perf_counter() - t0
-
-
-def _synth(exe: list[str], out: Path, *args: str) -> Path:
-    if not (out / "labels.csv").is_file():
-        _run([*exe, "synth", "--out", str(out), "--size", SIZE, "-q", *args])
-    return out / "labels.csv"
-
-
 def _train_eval(exe, run: Path, train: list[Path], test: Path, options: list[str], protocol=None) -> dict:
     """Train (unless ``run`` is finished), evaluate on ``test``; the metrics and the wall time."""
     out = run / "test.json"
@@ -85,10 +72,10 @@ def _train_eval(exe, run: Path, train: list[Path], test: Path, options: list[str
             import shutil
 
             shutil.rmtree(run)
-        wall = _run([*exe, "train", *[a for t in train for a in ("--train", f"manifest:{t}")],
+        wall, _ = run_command([*exe, "train", *[a for t in train for a in ("--train", f"manifest:{t}")],
                      "--out", str(run), "-q", *options])
         cmd = [*exe, "evaluate", "--model", str(run), "--data", f"manifest:{test}", "--json", str(out), "-q"]
-        _run(cmd + (["--protocol", protocol] if protocol else []))
+        run_command(cmd + (["--protocol", protocol] if protocol else []))
         (run / "wall.txt").write_text(f"{wall:.1f}\n")
     m = json.loads(out.read_text())
     m["wall_s"] = float((run / "wall.txt").read_text()) if (run / "wall.txt").is_file() else float("nan")
@@ -134,14 +121,14 @@ def _matching_embed_dim(target: int, sets: list[str]) -> tuple[int, int]:
 
 
 def cage_table(exe, work: Path, seeds, n: int, epochs: int, blend: float, settings) -> tuple[str, str]:
-    test_std = _synth(exe, work / "data" / "test", "--n", "1000", "--seed", "2")
+    test_std = synth_once(exe, work / "data" / "test", "--n", "1000", "--seed", "2")
     tag = f"blend{round(100 * blend)}"
-    test_blend = _synth(exe, work / "data" / f"test-{tag}", "--n", "1000", "--seed", "2", "--blend", str(blend))
+    test_blend = synth_once(exe, work / "data" / f"test-{tag}", "--n", "1000", "--seed", "2", "--blend", str(blend))
     data = {
-        "standard": (_synth(exe, work / "data" / "standard", "--n", str(n), "--seed", "1"), test_std),
-        f"blend {blend:g}": (_synth(exe, work / "data" / tag, "--n", str(n), "--seed", "1", "--blend", str(blend)),
+        "standard": (synth_once(exe, work / "data" / "standard", "--n", str(n), "--seed", "1"), test_std),
+        f"blend {blend:g}": (synth_once(exe, work / "data" / tag, "--n", str(n), "--seed", "1", "--blend", str(blend)),
                              test_blend),
-        "noisy": (_synth(exe, work / "data" / "noisy", "--n", str(n), "--seed", "1", "--label-noise", "0.3"),
+        "noisy": (synth_once(exe, work / "data" / "noisy", "--n", str(n), "--seed", "1", "--label-noise", "0.3"),
                   test_std),
     }
     lines = ["| backbone | training data | model | expression accuracy | expression macro F1 | VA CCC | "
@@ -170,9 +157,9 @@ def cage_table(exe, work: Path, seeds, n: int, epochs: int, blend: float, settin
 
 def smm_table(exe, work: Path, seeds, n: int, epochs: int, settings) -> tuple[str, str]:
     third = str(n // 3)
-    train = [_synth(exe, work / "data" / task, "--n", third, "--keep", task, "--seed", str(s))
+    train = [synth_once(exe, work / "data" / task, "--n", third, "--keep", task, "--seed", str(s))
              for task, s in (("au", 11), ("expr", 12), ("va", 13))]
-    test = _synth(exe, work / "data" / "test", "--n", "1000", "--seed", "2")
+    test = synth_once(exe, work / "data" / "test", "--n", "1000", "--seed", "2")
     lines = ["| backbone | model | parameters | F1-AU | F1-EXPR | CCC | ABAW MTL | per seed: MTL | train wall |",
              "|---|---|---|---|---|---|---|---|---|"]
     notes = []

@@ -40,8 +40,8 @@ from pathlib import Path
 KEYS = ("au_f1_mean", "expr_f1_macro", "expr_acc", "va_ccc", "abaw_mtl")
 
 
-def _run(cmd: list[str]) -> tuple[float, float]:
-    """Run a command; (wall seconds, CPU seconds of the child)."""
+def run_command(cmd: list[str]) -> tuple[float, float]:
+    """Run a command, stopping with its stderr if it fails; (wall seconds, CPU seconds of the child)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -51,9 +51,11 @@ def _run(cmd: list[str]) -> tuple[float, float]:
     return time.perf_counter() - t0, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def _synth(exe, out: Path, *args: str) -> None:
+def synth_once(exe, out: Path, *args: str) -> Path:
+    """``affectlab synth`` of 64 px faces into ``out`` unless already there; its labels.csv."""
     if not (out / "labels.csv").is_file():
-        _run([*exe, "synth", "--out", str(out), "--size", "64", "-q", *args])
+        run_command([*exe, "synth", "--out", str(out), "--size", "64", "-q", *args])
+    return out / "labels.csv"
 
 
 def main(argv=None) -> None:
@@ -74,13 +76,13 @@ def main(argv=None) -> None:
         specs = {}
         if "uni" in args.data:
             for task, seed in (("au", 11), ("expr", 12), ("va", 13)):
-                _synth(exe, work / task, "--n", third, "--keep", task, "--seed", str(seed))
+                synth_once(exe, work / task, "--n", third, "--keep", task, "--seed", str(seed))
             specs["uni"] = [f"manifest:{work / t}/labels.csv" for t in ("au", "expr", "va")]
         if "drop" in args.data:
-            _synth(exe, work / "drop", "--n", str(args.n), "--drop-labels", "0.67", "--seed", "1")
+            synth_once(exe, work / "drop", "--n", str(args.n), "--drop-labels", "0.67", "--seed", "1")
             specs["drop"] = [f"manifest:{work / 'drop'}/labels.csv"]
             # one set: shuffled batches (what no preset does by itself; an explicit preset needs it said)
-        _synth(exe, work / "test", "--n", "1000", "--seed", "2")
+        synth_once(exe, work / "test", "--n", "1000", "--seed", "2")
         print(f"SMM, train options: {' '.join(args.extra) or '(none: the recommended preset)'}; "
               f"{args.n} training faces, {args.epochs} epochs, test: 1000 faces of other identities")
         print(f"{'data':5s} {'seed':>4s} " + " ".join(f"{k:>13s}" for k in KEYS) + "   wall s    CPU s")
@@ -93,8 +95,8 @@ def main(argv=None) -> None:
                        "--epochs", str(args.epochs), "--set", f"seed={seed}", "--out", str(run), "-q", *args.extra]
                 if name == "drop":
                     cmd += ["--set", "sampler=shuffle"]
-                wall, cpu = _run(cmd)
-                _run([*exe, "evaluate", "--model", str(run), "--data", f"manifest:{work / 'test'}/labels.csv",
+                wall, cpu = run_command(cmd)
+                run_command([*exe, "evaluate", "--model", str(run), "--data", f"manifest:{work / 'test'}/labels.csv",
                       "--protocol", "abaw", "--json", str(run / "test.json"), "-q"])
                 m = json.loads((run / "test.json").read_text())
                 rows.append([float(m[k]) for k in KEYS])
