@@ -1,4 +1,4 @@
-"""The packaged ``affectlab-base`` (v2) model: the file, the offline path, and its figures on real faces.
+"""The packaged ``affectlab-base`` model: the file, the offline path, and its figures on real faces.
 
 The file tests need nothing outside the repository. The others borrow real faces from
 ``../shared/data`` (skipped without it; nothing derived from them is written outside
@@ -203,15 +203,21 @@ def test_reproduction_command_is_documented():
         assert f"def {step}(" in script
 
 
-def test_recipe_refuses_a_teacher_cache_of_unknown_class_order(tmp_path, monkeypatch):
-    """The face-api logits carry their class order; a cache without it (written by an earlier
-    port in face-api's own order, anger and surprise swapped) is refused, naming the file."""
+def _recipe(monkeypatch):
     import sys
 
     monkeypatch.syspath_prepend(str(ROOT / "scripts"))
     sys.modules.pop("train_base_model", None)
-    import distill_teachers
     import train_base_model
+
+    return train_base_model
+
+
+def test_recipe_refuses_a_teacher_cache_of_unknown_class_order(tmp_path, monkeypatch):
+    """The face-api logits carry their class order; a cache without it (written by an earlier
+    port in face-api's own order, anger and surprise swapped) is refused, naming the file."""
+    train_base_model = _recipe(monkeypatch)
+    import distill_teachers
 
     np.save(tmp_path / "x_canvas.npy", np.zeros((2, 8, 8, 3), np.uint8))
     pd.DataFrame({"image": ["a_0001.jpg", "b_0001.jpg"]}).to_csv(tmp_path / "x_labels.csv", index=False)
@@ -226,3 +232,61 @@ def test_recipe_refuses_a_teacher_cache_of_unknown_class_order(tmp_path, monkeyp
     np.savez(tmp_path / "x_teachers.npz", faceapi_logits=logits, faceapi_classes=np.array(distill_teachers.FACEAPI_CLASSES))
     _, t, labels = train_base_model.load_set(tmp_path, "x")
     assert t["faceapi_logits"].shape == (2, 7) and len(labels) == 2
+
+
+def test_recipe_teacher_sees_the_students_view_in_its_own_framing(monkeypatch):
+    """Each augmented view is shown to face-api too: same centre, rotation, flip and pixel
+    noise as the student's, framed as face-api is (the box, no margin); a tight crop, already
+    inside the box, is the same for both. ``render`` stays the student's half of the pair."""
+    T = _recipe(monkeypatch)
+    import distill_teachers
+
+    rng = np.random.default_rng(0)
+    canvas = rng.integers(0, 255, (144, 144, 3), dtype=np.uint8)
+    box = 144 / distill_teachers.CANVAS_SCALE
+    centre = np.array([T.INPUT / 2, T.INPUT / 2])
+    tight = loose = 0
+    for seed in range(200):
+        m, mt, crop = T.window(144, np.random.default_rng(seed), train=bool(seed))
+        point = np.linalg.solve(m[:, :2], centre - m[:, 2])  # the canvas point at the student's centre
+        np.testing.assert_allclose(mt[:, :2] @ point + mt[:, 2], centre, atol=1e-9)
+        scale = np.hypot(*mt[0, :2])
+        if crop is not None:
+            tight += 1
+            np.testing.assert_allclose(mt, m)
+        else:
+            loose += 1
+            np.testing.assert_allclose(scale, T.INPUT / box)
+        a = T.render(canvas, np.random.default_rng([1, seed]), train=bool(seed))
+        b, t = T.render_pair(canvas, np.random.default_rng([1, seed]), train=bool(seed))
+        np.testing.assert_array_equal(a, b)
+        assert t.shape == b.shape == (T.INPUT, T.INPUT, 3)
+    assert tight > 20 and loose > 100
+    # the standard view's teacher half is face-api's framing of the photograph (the box, square)
+    _, t = T.render_pair(canvas, np.random.default_rng(0), train=False)
+    c = 144 / 2
+    np.testing.assert_array_equal(t, distill_teachers._square(canvas, c, c, box, T.INPUT))
+
+
+def test_recipe_refuses_view_teachers_of_other_views(tmp_path, monkeypatch):
+    T = _recipe(monkeypatch)
+    key = f"fe_train_view_teacher_i{T.INPUT}_v{T.VIEWS_COMMON}-{T.VIEWS_RARE}_s{T.SEED}.npz"
+    np.savez(tmp_path / key, logits=np.zeros((5, 7), np.float32), features=np.zeros((5, 256), np.float16),
+             faceapi_classes=np.array(T.teachers_mod.FACEAPI_CLASSES))
+    with pytest.raises(SystemExit, match="other views"):
+        T.view_teachers(None, np.arange(2), np.array([3, 3]), tmp_path, "fe_train")
+    logits, feats = T.view_teachers(None, np.arange(2), np.array([3, 2]), tmp_path, "fe_train")
+    assert logits.shape == (5, 7) and feats.shape == (5, 256)
+
+
+def test_recipe_draws_photographs_as_the_teacher_reads_them(monkeypatch):
+    """Tempered sampling counts face-api's class of each photograph (its labels call many
+    angry or sad faces neutral); contempt, which face-api lacks, keeps its hard label."""
+    T = _recipe(monkeypatch)
+    order = T.teachers_mod.FACEAPI_CLASSES
+    logits = np.full((4, 7), -5.0, np.float32)
+    for i, name in enumerate(["anger", "neutral", "sadness", "happiness"]):
+        logits[i, order.index(name)] = 5.0
+    hard = np.array([T.EXPRESSIONS.index(e) for e in ["neutral", "neutral", "contempt", "happiness"]])
+    got = [T.EXPRESSIONS[k] for k in T.draw_classes(hard, logits)]
+    assert got == ["anger", "neutral", "contempt", "happiness"]
