@@ -38,7 +38,7 @@ def test_shipped_file_is_small_half_precision_and_loads_safely():
     payload = torch.load(BASE_MODEL_FILE, map_location="cpu", weights_only=True)  # no unpickling
     floats = [v for v in payload["state_dict"].values() if v.is_floating_point()]
     assert floats and all(v.dtype == torch.float16 for v in floats)
-    assert payload["train"]["model_version"] == 2
+    assert payload["train"]["model_version"] == 3
     method, info = load_model(BASE_MODEL_FILE)
     assert all(p.dtype == torch.float32 for p in method.parameters())  # cast back on load
     space = info["label_space"]

@@ -3,7 +3,7 @@
 A model is addressed by
 
 - a **packaged name**: ``affectlab-base`` (alias ``default``) ships inside the package:
-  version 2, a MobileNetV2 distilled on real in-the-wild faces from face-api.js's expression
+  version 3, a MobileNetV2 distilled on real in-the-wild faces from face-api.js's expression
   net and the FaceLandmarker's AUs (8 expressions, 15 AUs, fully offline;
   ``docs/models/affectlab-base.md``); it is what :func:`affectlab.analyze` falls back to when
   no model is given and no downloaded default is present;
@@ -308,7 +308,7 @@ def list_models() -> list[dict]:
             "name": BASE_MODEL,
             "kind": "packaged",
             "path": str(BASE_MODEL_FILE),
-            "description": "v2: 8 expressions + 15 AUs from real faces, with nearest AURA archetype (default; offline; no VA)"
+            "description": "v3: 8 expressions + 15 AUs from real faces, with nearest AURA archetype (default; offline; no VA)"
             + ("" if BASE_MODEL_FILE.is_file() else " [weights file missing]"),
         }
     ]
