@@ -121,19 +121,13 @@ def _untemper_au_head(method) -> None:
         last.bias.mul_(AU_TEMPERATURE)
 
 
-def expr_targets(labels, logits: np.ndarray):
-    """Hard label index [N] and the teacher's tempered probabilities on the 8 classes [N, 8].
-
-    face-api has no contempt: its tempered distribution is spread over the other seven
-    and contempt gets 0; for the (9) images labelled contempt the hard label alone is the
-    target (see :func:`train`).
-    """
-    hard = np.array([EXPRESSIONS.index(e) for e in labels])
-    return hard, _faceapi_soft(logits)
-
-
 def _faceapi_soft(logits: np.ndarray) -> np.ndarray:
-    """face-api's 7 logits -> its tempered probabilities on the 8 classes (contempt 0)."""
+    """face-api's 7 logits -> its tempered probabilities on the 8 classes.
+
+    face-api has no contempt: its distribution is spread over the other seven and contempt
+    gets 0; the (9) images labelled contempt keep their hard label as the whole target
+    (see :func:`train`).
+    """
     z = logits / TEMPERATURE
     p = np.exp(z - z.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
@@ -480,7 +474,7 @@ def train(work: Path, cache: Path) -> None:
     canvas, t, labels = load_set(cache, "fe")
     exprs = [e.strip().lower() for e in labels["expression"]]
     held = split(labels["image"])
-    hard, _ = expr_targets(exprs, t["faceapi_logits"])
+    hard = np.array([EXPRESSIONS.index(e) for e in exprs])
     au_names, au = au_targets(t["blendshapes"], t["landmarks"])
     au = soften_aus(au)
     au_ok = np.isfinite(au).all(1)  # faces the landmarker could not read carry no AU target
