@@ -39,6 +39,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import sys
 import time
@@ -69,11 +70,9 @@ def _train_eval(exe, run: Path, train: list[Path], test: Path, options: list[str
     out = run / "test.json"
     if not out.is_file():
         if run.exists():
-            import shutil
-
             shutil.rmtree(run)
         wall, _ = run_command([*exe, "train", *[a for t in train for a in ("--train", f"manifest:{t}")],
-                     "--out", str(run), "-q", *options])
+                               "--out", str(run), "-q", *options])
         cmd = [*exe, "evaluate", "--model", str(run), "--data", f"manifest:{test}", "--json", str(out), "-q"]
         run_command(cmd + (["--protocol", protocol] if protocol else []))
         (run / "wall.txt").write_text(f"{wall:.1f}\n")

@@ -81,7 +81,6 @@ def main(argv=None) -> None:
         if "drop" in args.data:
             synth_once(exe, work / "drop", "--n", str(args.n), "--drop-labels", "0.67", "--seed", "1")
             specs["drop"] = [f"manifest:{work / 'drop'}/labels.csv"]
-            # one set: shuffled batches (what no preset does by itself; an explicit preset needs it said)
         synth_once(exe, work / "test", "--n", "1000", "--seed", "2")
         print(f"SMM, train options: {' '.join(args.extra) or '(none: the recommended preset)'}; "
               f"{args.n} training faces, {args.epochs} epochs, test: 1000 faces of other identities")
@@ -94,10 +93,11 @@ def main(argv=None) -> None:
                 cmd = [*exe, "train", "--method", "smm", *[a for s in train for a in ("--train", s)],
                        "--epochs", str(args.epochs), "--set", f"seed={seed}", "--out", str(run), "-q", *args.extra]
                 if name == "drop":
+                    # one set: shuffled batches (what no preset does by itself; an explicit preset needs it said)
                     cmd += ["--set", "sampler=shuffle"]
                 wall, cpu = run_command(cmd)
                 run_command([*exe, "evaluate", "--model", str(run), "--data", f"manifest:{work / 'test'}/labels.csv",
-                      "--protocol", "abaw", "--json", str(run / "test.json"), "-q"])
+                             "--protocol", "abaw", "--json", str(run / "test.json"), "-q"])
                 m = json.loads((run / "test.json").read_text())
                 rows.append([float(m[k]) for k in KEYS])
                 print(f"{name:5s} {seed:4d} " + " ".join(f"{v:13.3f}" for v in rows[-1]) + f" {wall:8.0f} {cpu:8.0f}")

@@ -121,14 +121,14 @@ def _untemper_au_head(method) -> None:
         last.bias.mul_(AU_TEMPERATURE)
 
 
-def _faceapi_soft(logits: np.ndarray) -> np.ndarray:
-    """face-api's 7 logits -> its tempered probabilities on the 8 classes.
+def _faceapi_soft(logits: np.ndarray, temperature: float | None = None) -> np.ndarray:
+    """face-api's 7 logits -> its probabilities on the 8 classes (at :data:`TEMPERATURE` unless given).
 
     face-api has no contempt: its distribution is spread over the other seven and contempt
     gets 0; the (9) images labelled contempt keep their hard label as the whole target
     (see :func:`train`).
     """
-    z = logits / TEMPERATURE
+    z = logits / (TEMPERATURE if temperature is None else temperature)
     p = np.exp(z - z.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
     soft = np.zeros((len(p), len(EXPRESSIONS)), np.float32)
@@ -349,12 +349,23 @@ def _views_per_image(hard: np.ndarray) -> np.ndarray:
     return np.where(common, VIEWS_COMMON, VIEWS_RARE)
 
 
+def image_views(canvas, row: int, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The ``count`` cached views of canvas ``row``, each as (student's, teacher's) image.
+
+    View 0 is the model's standard framing; the others are drawn by :func:`render_pair`
+    from a seed fixed per image, so :func:`frozen_maps` and :func:`view_teachers` see the
+    same views and every cache is reproducible.
+    """
+    rng = np.random.default_rng([SEED, int(row)])
+    c = np.asarray(canvas[row])
+    return [render_pair(c, rng, train=False)] + [render_pair(c, rng, train=True) for _ in range(count - 1)]
+
+
 def frozen_maps(method, canvas, rows, views, cache: Path, tag: str):
     """Output of the frozen blocks for ``views[i]`` augmented views of each ``rows[i]``, cached.
 
-    View 0 of every image is the model's standard framing; the others are drawn by
-    :func:`render` (tight / loose crops, rotation, flip, grayscale, blur, JPEG, low
-    resolution, brightness) with a seed fixed per image, so the cache is reproducible.
+    The views are :func:`image_views` (the standard framing, then tight / loose crops,
+    rotation, flip, grayscale, blur, JPEG, low resolution, brightness; seeded per image).
     Returns (maps [V, C, h, w] float16 memmap, image index of each view [V]).
     """
     import torch
@@ -374,10 +385,7 @@ def frozen_maps(method, canvas, rows, views, cache: Path, tag: str):
     for b in range(0, len(rows), batch // 4):
         imgs = []
         for i in range(b, min(b + batch // 4, len(rows))):
-            rng = np.random.default_rng([SEED, int(rows[i])])
-            c = np.asarray(canvas[rows[i]])
-            imgs.append(render(c, rng, train=False))
-            imgs += [render(c, rng, train=True) for _ in range(views[i] - 1)]
+            imgs += [student for student, _ in image_views(canvas, rows[i], views[i])]
         with torch.inference_mode():
             out = frozen(to_tensor(np.stack(imgs))).numpy().astype(np.float16)
         maps[starts[b] : starts[b] + len(out)] = out
@@ -391,7 +399,7 @@ def frozen_maps(method, canvas, rows, views, cache: Path, tag: str):
 def view_teachers(canvas, rows, views, cache: Path, tag: str):
     """face-api's logits [V, 7] and 256-d features [V, 256] on every cached view, cached.
 
-    The views are those of :func:`frozen_maps` (same seeds, same order), each shown to
+    The views are those of :func:`frozen_maps` (:func:`image_views`), each shown to
     face-api in its own framing (:func:`render_pair`): the student is taught what the
     teacher says of the very face it sees, tight crop, blur, JPEG and all, instead of
     what it said of the clean photograph.
@@ -424,10 +432,7 @@ def view_teachers(canvas, rows, views, cache: Path, tag: str):
         pending.clear()
 
     for i, row in enumerate(rows):
-        rng = np.random.default_rng([SEED, int(row)])  # the seeds of frozen_maps: the same views
-        c = np.asarray(canvas[row])
-        pending.append(render_pair(c, rng, train=False)[1])
-        pending.extend(render_pair(c, rng, train=True)[1] for _ in range(views[i] - 1))
+        pending.extend(teacher for _, teacher in image_views(canvas, row, views[i]))
         j += views[i]
         if len(pending) >= 256:
             run()
@@ -646,11 +651,6 @@ def predict_images(method, images, batch=128):
     return np.concatenate(pe), np.concatenate(pa)
 
 
-def _softmax(z):
-    p = np.exp(z - z.max(1, keepdims=True))
-    return p / p.sum(1, keepdims=True)
-
-
 def _expr_report(y, pred, names):
     from sklearn.metrics import accuracy_score, f1_score
 
@@ -684,8 +684,7 @@ def evaluate_model(method, cache: Path) -> dict:
     pe, pa = predict_canvases(method, canvas, held)
     res["heldout"] = _expr_report(exprs[held], pe.argmax(1), EXPRESSIONS)
     res["heldout"]["images"], res["heldout"]["identities"] = int(len(held)), int(len(set(identity(n) for n in labels["image"][held])))
-    fa = np.zeros((len(held), 8))
-    fa[:, FACEAPI_TO_CANON] = _softmax(t["faceapi_logits"][held])
+    fa = _faceapi_soft(t["faceapi_logits"][held], temperature=1.0)
     res["heldout_teacher"] = _expr_report(exprs[held], fa.argmax(1), EXPRESSIONS)
     _, au_t = au_targets(t["blendshapes"][held], t["landmarks"][held])
     res["heldout_au_mae_vs_landmarker"] = {a: float(np.abs(pa[:, j] - au_t[:, j]).mean()) for j, a in enumerate(aus)}
@@ -696,8 +695,7 @@ def evaluate_model(method, cache: Path) -> dict:
     cols = [EXPRESSIONS.index(c) for c in CK_CLASSES]
     pe, pa = predict_canvases(method, canvas, np.arange(len(labels)))
     res["ckplus"] = _expr_report(y, pe[:, cols].argmax(1), CK_CLASSES)
-    fa = np.zeros((len(labels), 8))
-    fa[:, FACEAPI_TO_CANON] = _softmax(t["faceapi_logits"])
+    fa = _faceapi_soft(t["faceapi_logits"], temperature=1.0)
     res["ckplus_teacher"] = _expr_report(y, fa[:, cols].argmax(1), CK_CLASSES)
     coded = labels["aus"].fillna("").str.split()
     _, au_lm = au_targets(t["blendshapes"], t["landmarks"])
@@ -720,7 +718,7 @@ def evaluate_model(method, cache: Path) -> dict:
         "people": _pairs(labels, pe[:, 1])[1],
         "acc_smile_neutral": float(((pe[:, 1] > pe[:, 0]) == smile).mean()),
     }
-    fa = _softmax(t["faceapi_logits"])
+    fa = _faceapi_soft(t["faceapi_logits"], temperature=1.0)
     _, au_lm = au_targets(t["blendshapes"], t["landmarks"])
     res["london_teacher"] = {"auc_happiness": float(roc_auc_score(smile, fa[:, 1])),
                              "au12_pairs": _pairs(labels, au_lm[:, j12])[0]}

@@ -612,7 +612,7 @@ _TV_SPECS: dict[str, dict[str, Any]] = {
     # the last stage; global = the classifier's pool + LayerNorm (MaxVitBackbone)
     "maxvit_t": {"map": "blocks", "c": 512, "size": 224},
     # a small ImageNet CNN (7x7x1280 at 224 px) whose weights are at hand offline in tests; the
-    # packaged affectlab-base (v2) backbone, fine-tuned at 112 px; the smm-synth preset cuts it
+    # packaged affectlab-base backbone, fine-tuned at 112 px; the smm-synth preset cuts it
     # at features.13 (stride 16, 96 channels: a 4x4 map at 64 px)
     "mobilenet_v2": {"map": "features", "c": 1280, "size": 224},
     # SMM-EmotionNet (002) cuts InceptionV3 after Mixed_6e: 17x17x768 at 299 px, and its
