@@ -584,17 +584,6 @@ def predict_canvases(method, canvas, idx, batch=128):
     return np.concatenate(pe), np.concatenate(pa)
 
 
-def _val_metrics(method, canvas, idx, hard, au):
-    from sklearn.metrics import accuracy_score, f1_score
-
-    pe, pa = predict_canvases(method, canvas, idx)
-    y = hard[idx]
-    pred = pe.argmax(1)
-    return {"val_acc": float(accuracy_score(y, pred)),
-            "val_f1_macro": float(f1_score(y, pred, average="macro", labels=range(8), zero_division=0)),
-            "val_au_mae": float(np.abs(pa - au[idx]).mean())}
-
-
 CK_CLASSES = ("anger", "contempt", "disgust", "fear", "happiness", "sadness", "surprise")
 #: FaceMesh indices: brows (top of a tight crop), chin, cheek edges
 BROWS = [70, 63, 105, 66, 107, 336, 296, 334, 293, 300]
